@@ -1,0 +1,10 @@
+//! The observation model every backend produces (flow keys, per-port totals, health counters)
+//! and the bounded userspace flow table. No I/O, no spec, no clock reads.
+pub mod key;
+pub mod table;
+
+pub use key::{
+    Counts, Direction, Endpoint, FlowKey, FlowRecord, FlowStats, PortCounts, PortTotal, Side,
+    TcpFlags, Transport,
+};
+pub use table::{FlowTable, Health, PacketMeta, Snapshot};

@@ -1,0 +1,6 @@
+//! portwatch: holds a node's observed traffic against a vendor's port documentation.
+//! The library owns every stage (capture, flow table, classify, report); the binary is a thin
+//! adapter over it.
+
+pub mod clock;
+pub mod flow;

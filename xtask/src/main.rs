@@ -1,0 +1,2 @@
+//! xtask: setup, build, run, test and bench orchestration for portwatch.
+fn main() {}
