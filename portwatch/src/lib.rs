@@ -2,5 +2,6 @@
 //! The library owns every stage (capture, flow table, classify, report); the binary is a thin
 //! adapter over it.
 
+pub mod cli;
 pub mod clock;
 pub mod flow;
