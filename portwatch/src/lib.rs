@@ -2,6 +2,7 @@
 //! The library owns every stage (capture, flow table, classify, report); the binary is a thin
 //! adapter over it.
 
+pub mod capture;
 pub mod cli;
 pub mod clock;
 pub mod flow;

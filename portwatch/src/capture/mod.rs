@@ -1,0 +1,51 @@
+//! Capture backends: the seam between the outside world (kernel maps, libpcap, capture files)
+//! and the observation model. Backends only produce [`Snapshot`]s; they never consult the spec.
+pub mod fake;
+
+use crate::clock::UnixNanos;
+use crate::flow::Snapshot;
+
+/// Which backend produced the observations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// TC programs in the kernel (Linux).
+    Ebpf,
+    /// libpcap on live interfaces.
+    Pcap,
+    /// A capture file read offline.
+    File,
+    /// A scripted fake (tests).
+    Fake,
+}
+
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Ebpf => "ebpf",
+            Self::Pcap => "pcap",
+            Self::File => "file",
+            Self::Fake => "fake",
+        })
+    }
+}
+
+/// A live source of observations, polled once per interval by the agent.
+pub trait Backend: Send {
+    /// Which kind of backend this is.
+    fn kind(&self) -> BackendKind;
+    /// Ends the current interval at `now` and returns everything observed since the previous
+    /// call (deltas: nothing is returned twice, nothing is lost between calls).
+    fn collect(
+        &mut self,
+        now: UnixNanos,
+    ) -> Result<Snapshot, Box<dyn std::error::Error + Send + Sync>>;
+    /// Attaches to interfaces that appeared since the last call; returns their names.
+    fn refresh_interfaces(
+        &mut self,
+    ) -> Result<Vec<String>, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(Vec::new())
+    }
+    /// The interfaces observed now.
+    fn interfaces(&self) -> Vec<String>;
+}
