@@ -3,6 +3,8 @@
 //! adapter over it.
 
 pub mod capture;
+pub mod classify;
 pub mod cli;
 pub mod clock;
 pub mod flow;
+pub mod host;

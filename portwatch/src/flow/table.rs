@@ -217,7 +217,7 @@ impl FlowTable {
                 vantage_known,
             })
             .collect();
-        flows.sort_by(|a, b| a.key.cmp(&b.key));
+        flows.sort_by_key(|f| f.key);
         let mut ports: Vec<PortTotal> = self
             .ports
             .drain()

@@ -1,0 +1,37 @@
+//! An in-memory [`Host`] for tests and for runs without a host to inspect (offline captures).
+use super::{Host, HostError, Listener, ListenerScan, PortRange};
+
+/// Returns what it was given.
+#[derive(Clone, Debug)]
+pub struct FakeHost {
+    pub listeners: Vec<Listener>,
+    pub ephemeral: PortRange,
+    pub hostname: Option<String>,
+}
+
+impl Default for FakeHost {
+    fn default() -> Self {
+        Self {
+            listeners: Vec::new(),
+            ephemeral: PortRange::LINUX_DEFAULT,
+            hostname: None,
+        }
+    }
+}
+
+impl Host for FakeHost {
+    fn listeners(&self) -> Result<ListenerScan, HostError> {
+        let mut listeners = self.listeners.clone();
+        listeners.sort_by_key(|l| (l.transport, l.port, l.addr));
+        Ok(ListenerScan {
+            listeners,
+            pids_unreadable: 0,
+        })
+    }
+    fn ephemeral_range(&self) -> Result<PortRange, HostError> {
+        Ok(self.ephemeral)
+    }
+    fn hostname(&self) -> Option<String> {
+        self.hostname.clone()
+    }
+}
