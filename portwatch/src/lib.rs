@@ -8,3 +8,5 @@ pub mod cli;
 pub mod clock;
 pub mod flow;
 pub mod host;
+pub mod inventory;
+pub mod spec;
