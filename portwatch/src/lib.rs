@@ -6,6 +6,7 @@ pub mod capture;
 pub mod classify;
 pub mod cli;
 pub mod clock;
+pub mod config;
 pub mod flow;
 pub mod host;
 pub mod inventory;

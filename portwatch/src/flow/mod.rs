@@ -2,9 +2,11 @@
 //! and the bounded userspace flow table. No I/O, no spec, no clock reads.
 pub mod key;
 pub mod table;
+pub mod window;
 
 pub use key::{
     Counts, Direction, Endpoint, FlowKey, FlowRecord, FlowStats, PortCounts, PortTotal, Side,
     TcpFlags, Transport,
 };
 pub use table::{FlowTable, Health, PacketMeta, Snapshot};
+pub use window::Window;
