@@ -75,7 +75,7 @@ impl Window {
                 vantage_known: *v,
             })
             .collect();
-        flows.sort_by(|a, b| a.key.cmp(&b.key));
+        flows.sort_by_key(|f| f.key);
         let mut ports: Vec<_> = self
             .ports
             .iter()
