@@ -1,6 +1,10 @@
 //! Capture backends: the seam between the outside world (kernel maps, libpcap, capture files)
 //! and the observation model. Backends only produce [`Snapshot`]s; they never consult the spec.
+pub mod decode;
 pub mod fake;
+pub mod file;
+#[doc(hidden)]
+pub mod testdata;
 
 use crate::clock::UnixNanos;
 use crate::flow::Snapshot;

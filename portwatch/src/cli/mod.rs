@@ -4,6 +4,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod analyze;
+
 /// Documented exit codes.
 pub mod exit {
     /// Success, nothing to report.
@@ -36,9 +38,14 @@ pub struct Cli {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Analyse pcap/pcapng capture files offline.
+    Analyze(analyze::AnalyzeArgs),
+}
 
 /// Runs a parsed command line.
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
-    match cli.command {}
+    match cli.command {
+        Command::Analyze(a) => analyze::run(a),
+    }
 }
