@@ -10,4 +10,5 @@ pub mod config;
 pub mod flow;
 pub mod host;
 pub mod inventory;
+pub mod report;
 pub mod spec;

@@ -41,9 +41,9 @@ impl fmt::Display for EntryRef {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
-    /// Traffic that breaks a documented rule (direction, transport, zone, process).
+    /// Traffic that breaks a documented rule (direction, transport, zone).
     Violation,
-    /// Undocumented traffic or exposure.
+    /// Undocumented traffic or exposure, or a listener owned by another process than named.
     Warning,
     /// Something to look at: unused entries, missing listeners, unknown direction.
     Notice,
@@ -91,12 +91,13 @@ pub enum FindingKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         note: Option<String>,
     },
-    /// A listening socket no inbound entry documents.
-    UndocumentedListener { addr: IpAddr },
+    /// A listening socket no inbound entry documents (every bound address of the port).
+    UndocumentedListener { addrs: Vec<IpAddr> },
     /// A documented inbound port with nothing listening on it.
     NotListening {
-        /// The entry's ports with no listener (for alternatives: none of them listens).
-        missing: Vec<u16>,
+        /// The entry's ports and ranges with no listener, as the spec writes them (for
+        /// alternatives: every alternative's, as none of them listens).
+        missing: Vec<String>,
     },
     /// A listener on an entry's port owned by a process the entry does not name.
     ProcessMismatch {
@@ -106,8 +107,10 @@ pub enum FindingKind {
     /// Flows whose server side could not be decided: counted and shown, never guessed.
     UnknownDirection {
         reason: UnknownReason,
-        /// The other port of the flows (the finding's `port` is the local one).
-        remote_port: u16,
+        /// The other port of the flows (the finding's `port` is the local one); none for the
+        /// finding that sums up the groups beyond the report's limit.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        remote_port: Option<u16>,
         /// Entries either port could belong to.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         candidates: Vec<EntryRef>,
@@ -136,9 +139,10 @@ impl FindingKind {
         match self {
             Self::WrongDirection { .. }
             | Self::WrongTransport { .. }
-            | Self::PeerOutsideZone { .. }
-            | Self::ProcessMismatch { .. } => Severity::Violation,
-            Self::Undocumented | Self::UndocumentedListener { .. } => Severity::Warning,
+            | Self::PeerOutsideZone { .. } => Severity::Violation,
+            Self::Undocumented
+            | Self::UndocumentedListener { .. }
+            | Self::ProcessMismatch { .. } => Severity::Warning,
             Self::Unused { .. } | Self::NotListening { .. } | Self::UnknownDirection { .. } => {
                 Severity::Notice
             }
@@ -196,10 +200,12 @@ impl fmt::Display for FindingKind {
             ),
             Self::Unused { note: None } => f.write_str("unused"),
             Self::Unused { note: Some(n) } => write!(f, "unused ({n})"),
-            Self::UndocumentedListener { addr } => write!(f, "undocumented listener on {addr}"),
+            Self::UndocumentedListener { addrs } => {
+                let a: Vec<String> = addrs.iter().map(IpAddr::to_string).collect();
+                write!(f, "undocumented listener on {}", a.join(", "))
+            }
             Self::NotListening { missing } => {
-                let ports: Vec<String> = missing.iter().map(u16::to_string).collect();
-                write!(f, "nothing listening on {}", ports.join(", "))
+                write!(f, "nothing listening on {}", missing.join(", "))
             }
             Self::ProcessMismatch { expected, found } => write!(
                 f,
@@ -209,9 +215,10 @@ impl fmt::Display for FindingKind {
             ),
             Self::UnknownDirection {
                 reason,
-                remote_port,
+                remote_port: Some(p),
                 ..
-            } => write!(f, "direction unknown ({reason}), peer port {remote_port}"),
+            } => write!(f, "direction unknown ({reason}), peer port {p}"),
+            Self::UnknownDirection { reason, .. } => write!(f, "direction unknown ({reason})"),
         }
     }
 }
@@ -303,6 +310,9 @@ pub struct Finding {
     /// The node's role in the traffic, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<Role>,
+    /// Every service port seen, when the finding covers several (an entry with a range).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports_seen: Vec<u16>,
     /// From flow detail (a lower bound when the report says flows are approximate).
     #[serde(default)]
     pub traffic: Traffic,
@@ -332,6 +342,7 @@ impl Finding {
             transport: None,
             port: None,
             role: None,
+            ports_seen: Vec::new(),
             traffic: Traffic::default(),
             port_totals: None,
             peers: Vec::new(),
@@ -340,8 +351,14 @@ impl Finding {
         }
     }
 
-    /// "tcp/443 inbound", "udp/123", "icmp", or "-" for entry-only findings.
+    /// "tcp/443 inbound", "udp/123", "icmp inbound"; for findings about an entry rather than
+    /// traffic, the entry's transport, ports and direction ("tcp/25 or 587 outbound").
     pub fn subject(&self) -> String {
+        if let (None, true, Some(e)) = (self.port, self.ports_seen.is_empty(), &self.entry)
+            && self.traffic.flows == 0
+        {
+            return format!("{}/{} {}", e.transport, e.ports, e.direction);
+        }
         let mut s = match (self.transport, self.port) {
             (Some(t), Some(p)) => format!("{t}/{p}"),
             (Some(t), None) => t.to_string(),
