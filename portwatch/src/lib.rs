@@ -2,6 +2,7 @@
 //! The library owns every stage (capture, flow table, classify, report); the binary is a thin
 //! adapter over it.
 
+pub mod agent;
 pub mod capture;
 pub mod classify;
 pub mod cli;
@@ -10,5 +11,6 @@ pub mod config;
 pub mod flow;
 pub mod host;
 pub mod inventory;
+pub mod netif;
 pub mod report;
 pub mod spec;

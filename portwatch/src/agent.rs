@@ -1,0 +1,291 @@
+//! The periodic loop: poll the backend -> merge into the window -> classify -> hand the interval
+//! to the sinks (report files, history, metrics). Owns reloads (SIGHUP) and the final report on
+//! shutdown; knows nothing about how a backend captures or how a report is rendered.
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::capture::{Backend, BackendKind};
+use crate::classify::{self, ClassifyInput, Findings, NodeInfo};
+use crate::clock::{Clock, UnixNanos};
+use crate::config::AgentConfig;
+use crate::flow::{Snapshot, Window};
+use crate::host::{Host, Listener, PortRange};
+use crate::inventory::Inventory;
+use crate::spec::Spec;
+
+/// The spec and inventory in force.
+#[derive(Clone, Debug)]
+pub struct Loaded {
+    pub spec: Spec,
+    pub inventory: Option<Inventory>,
+}
+
+/// Failures loading the spec or the inventory.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Spec(#[from] crate::spec::SpecError),
+    #[error(transparent)]
+    Inventory(#[from] crate::inventory::InventoryError),
+}
+
+impl Loaded {
+    /// Reads the spec and, when given, the inventory.
+    pub fn load(spec: &Path, inventory: Option<&Path>) -> Result<Self, LoadError> {
+        Ok(Self {
+            spec: Spec::load(spec)?,
+            inventory: inventory.map(Inventory::load).transpose()?,
+        })
+    }
+}
+
+/// Everything a sink sees at the end of an interval.
+#[derive(Debug)]
+pub struct IntervalReport<'a> {
+    pub node: &'a NodeInfo,
+    pub backend: BackendKind,
+    pub interfaces: &'a [String],
+    /// This interval alone.
+    pub interval: &'a Snapshot,
+    /// The whole window since the agent started.
+    pub window: &'a Snapshot,
+    pub findings: &'a Findings,
+    pub loaded: &'a Loaded,
+    /// The last interval before shutdown.
+    pub last: bool,
+    /// How long collecting and classifying took.
+    pub took: Duration,
+    pub now: UnixNanos,
+}
+
+/// Where finished intervals go (report files, history store, metrics).
+pub trait Sink: Send {
+    /// A short name for logs.
+    fn name(&self) -> &str;
+    /// Takes one finished interval. A failure is logged and the agent carries on counting; the
+    /// sink retries on its next call.
+    fn interval(&mut self, r: &IntervalReport<'_>) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
+}
+
+/// The agent: one backend, one spec, any number of sinks.
+pub struct Agent {
+    clock: Arc<dyn Clock>,
+    backend: Box<dyn Backend>,
+    host: Box<dyn Host>,
+    spec_path: PathBuf,
+    inventory_path: Option<PathBuf>,
+    loaded: Loaded,
+    window: Window,
+    node: NodeInfo,
+    sinks: Vec<Box<dyn Sink>>,
+    /// Interval failures so far (backend or sink), for health reporting.
+    pub errors: u64,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent")
+            .field("backend", &self.backend.kind())
+            .field("spec", &self.spec_path)
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Agent {
+    /// An agent over an opened backend. `loaded` comes from [`Loaded::load`] on the paths in
+    /// `cfg` (kept for reloads).
+    pub fn new(
+        cfg: &AgentConfig,
+        clock: Arc<dyn Clock>,
+        backend: Box<dyn Backend>,
+        host: Box<dyn Host>,
+        loaded: Loaded,
+        node: NodeInfo,
+    ) -> Self {
+        Self {
+            clock,
+            backend,
+            host,
+            spec_path: cfg.spec.clone(),
+            inventory_path: cfg.inventory.clone(),
+            loaded,
+            window: Window::new(cfg.flow_capacity.max(1) as usize),
+            node,
+            sinks: Vec::new(),
+            errors: 0,
+        }
+    }
+
+    /// Adds a sink.
+    pub fn add_sink(&mut self, s: Box<dyn Sink>) {
+        self.sinks.push(s);
+    }
+
+    /// The spec and inventory in force.
+    pub fn loaded(&self) -> &Loaded {
+        &self.loaded
+    }
+
+    /// Re-reads the spec and inventory. On error the old ones stay in force and the error is
+    /// returned for logging.
+    pub fn reload(&mut self) -> Result<(), LoadError> {
+        let new = Loaded::load(&self.spec_path, self.inventory_path.as_deref())?;
+        self.loaded = new;
+        Ok(())
+    }
+
+    fn listeners(&self) -> (Option<Vec<Listener>>, PortRange) {
+        let listeners = match self.host.listeners() {
+            Ok(scan) => Some(scan.listeners),
+            Err(e) => {
+                tracing::warn!("listening sockets unavailable: {e}");
+                None
+            }
+        };
+        let eph = self
+            .host
+            .ephemeral_range()
+            .unwrap_or_else(|_| PortRange::new(32768, 60999));
+        (listeners, eph)
+    }
+
+    /// Ends the current interval: collects, classifies the window, feeds the sinks.
+    pub fn tick(&mut self, last: bool) -> Result<Findings, Box<dyn std::error::Error + Send + Sync>> {
+        let t0 = self.clock.now();
+        match self.backend.refresh_interfaces() {
+            Ok(new) if !new.is_empty() => tracing::info!("now watching {}", new.join(", ")),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("could not attach to new interfaces: {e}"),
+        }
+        let interval = self.backend.collect(t0).inspect_err(|_| self.errors += 1)?;
+        self.window.add(&interval);
+        let window = self.window.snapshot();
+        let (listeners, ephemeral) = self.listeners();
+        let findings = classify::classify(&ClassifyInput {
+            spec: &self.loaded.spec,
+            inventory: self.loaded.inventory.as_ref(),
+            window: &window,
+            listeners: listeners.as_deref(),
+            ephemeral,
+            node: &self.node,
+        });
+        let now = self.clock.now();
+        let ifaces = self.backend.interfaces();
+        let report = IntervalReport {
+            node: &self.node,
+            backend: self.backend.kind(),
+            interfaces: &ifaces,
+            interval: &interval,
+            window: &window,
+            findings: &findings,
+            loaded: &self.loaded,
+            last,
+            took: Duration::from_nanos(now.saturating_sub(t0)),
+            now,
+        };
+        for s in &mut self.sinks {
+            if let Err(e) = s.interval(&report) {
+                self.errors += 1;
+                tracing::error!("{}: {e} (will retry next interval)", s.name());
+            }
+        }
+        Ok(findings)
+    }
+}
+
+/// Why the loop stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// SIGINT or SIGTERM.
+    Signal,
+    /// `--duration` elapsed.
+    Duration,
+}
+
+/// Runs the agent until a signal or `duration`: a tick every `interval`, SIGHUP reloads, and a
+/// final report before returning.
+pub async fn run(
+    agent: &mut Agent,
+    interval: Duration,
+    duration: Option<Duration>,
+) -> std::io::Result<Stop> {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let deadline = async {
+        match duration {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(deadline);
+    let signals = Signals::new()?;
+    tokio::pin!(signals);
+    let stop = loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if let Err(e) = agent.tick(false) {
+                    tracing::error!("interval failed: {e}");
+                }
+            }
+            s = signals.next() => match s {
+                SignalEvent::Reload => match agent.reload() {
+                    Ok(()) => tracing::info!("reloaded spec and inventory"),
+                    Err(e) => tracing::error!("reload failed, keeping the spec in force: {e}"),
+                },
+                SignalEvent::Stop => break Stop::Signal,
+            },
+            _ = &mut deadline => break Stop::Duration,
+        }
+    };
+    if let Err(e) = agent.tick(true) {
+        tracing::error!("final interval failed: {e}");
+    }
+    Ok(stop)
+}
+
+enum SignalEvent {
+    Reload,
+    Stop,
+}
+
+#[cfg(unix)]
+struct Signals {
+    hup: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+#[cfg(unix)]
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            hup: signal(SignalKind::hangup())?,
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+    async fn next(&mut self) -> SignalEvent {
+        tokio::select! {
+            _ = self.hup.recv() => SignalEvent::Reload,
+            _ = self.term.recv() => SignalEvent::Stop,
+            _ = self.int.recv() => SignalEvent::Stop,
+        }
+    }
+}
+
+#[cfg(not(unix))]
+struct Signals;
+
+#[cfg(not(unix))]
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        Ok(Self)
+    }
+    async fn next(&mut self) -> SignalEvent {
+        let _ = tokio::signal::ctrl_c().await;
+        SignalEvent::Stop
+    }
+}
