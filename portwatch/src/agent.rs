@@ -12,6 +12,7 @@ use crate::config::AgentConfig;
 use crate::flow::{Snapshot, Window};
 use crate::host::{Host, Listener, PortRange};
 use crate::inventory::Inventory;
+use crate::report::{CaptureInfo, Format, Report, ReportMeta};
 use crate::spec::Spec;
 
 /// The spec and inventory in force.
@@ -51,6 +52,8 @@ pub struct IntervalReport<'a> {
     /// The whole window since the agent started.
     pub window: &'a Snapshot,
     pub findings: &'a Findings,
+    /// The report built from the window.
+    pub report: &'a Report,
     pub loaded: &'a Loaded,
     /// The last interval before shutdown.
     pub last: bool,
@@ -65,7 +68,10 @@ pub trait Sink: Send {
     fn name(&self) -> &str;
     /// Takes one finished interval. A failure is logged and the agent carries on counting; the
     /// sink retries on its next call.
-    fn interval(&mut self, r: &IntervalReport<'_>) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
+    fn interval(
+        &mut self,
+        r: &IntervalReport<'_>,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
 }
 
 /// The agent: one backend, one spec, any number of sinks.
@@ -147,12 +153,15 @@ impl Agent {
         let eph = self
             .host
             .ephemeral_range()
-            .unwrap_or_else(|_| PortRange::new(32768, 60999));
+            .unwrap_or(PortRange::LINUX_DEFAULT);
         (listeners, eph)
     }
 
     /// Ends the current interval: collects, classifies the window, feeds the sinks.
-    pub fn tick(&mut self, last: bool) -> Result<Findings, Box<dyn std::error::Error + Send + Sync>> {
+    pub fn tick(
+        &mut self,
+        last: bool,
+    ) -> Result<Findings, Box<dyn std::error::Error + Send + Sync>> {
         let t0 = self.clock.now();
         match self.backend.refresh_interfaces() {
             Ok(new) if !new.is_empty() => tracing::info!("now watching {}", new.join(", ")),
@@ -163,16 +172,31 @@ impl Agent {
         self.window.add(&interval);
         let window = self.window.snapshot();
         let (listeners, ephemeral) = self.listeners();
-        let findings = classify::classify(&ClassifyInput {
+        let input = ClassifyInput {
             spec: &self.loaded.spec,
             inventory: self.loaded.inventory.as_ref(),
             window: &window,
             listeners: listeners.as_deref(),
             ephemeral,
             node: &self.node,
-        });
+        };
+        let findings = classify::classify(&input);
         let now = self.clock.now();
         let ifaces = self.backend.interfaces();
+        let report = Report::build(
+            &input,
+            findings.clone(),
+            ReportMeta {
+                generated_at: now,
+                capture: CaptureInfo {
+                    backend: Some(self.backend.kind().to_string()),
+                    interfaces: ifaces.clone(),
+                    listeners_unavailable: listeners
+                        .is_none()
+                        .then(|| "listening sockets could not be read".to_owned()),
+                },
+            },
+        );
         let report = IntervalReport {
             node: &self.node,
             backend: self.backend.kind(),
@@ -180,6 +204,7 @@ impl Agent {
             interval: &interval,
             window: &window,
             findings: &findings,
+            report: &report,
             loaded: &self.loaded,
             last,
             took: Duration::from_nanos(now.saturating_sub(t0)),
@@ -192,6 +217,47 @@ impl Agent {
             }
         }
         Ok(findings)
+    }
+}
+
+/// Writes the report into a directory every interval (`portwatch-<node>.<ext>`, replaced
+/// atomically) and, at shutdown, a timestamped copy that is never overwritten.
+#[derive(Debug)]
+pub struct ReportFiles {
+    dir: PathBuf,
+    formats: Vec<Format>,
+}
+
+impl ReportFiles {
+    /// A sink writing `formats` into `dir`.
+    pub fn new(dir: &Path, formats: &[Format]) -> Self {
+        Self {
+            dir: dir.to_owned(),
+            formats: formats.to_vec(),
+        }
+    }
+}
+
+impl Sink for ReportFiles {
+    fn name(&self) -> &str {
+        "report files"
+    }
+
+    fn interval(
+        &mut self,
+        r: &IntervalReport<'_>,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        use crate::report::sink::{latest_stem, timestamped_stem, write_report};
+        write_report(&self.dir, &latest_stem(r.report), r.report, &self.formats)?;
+        if r.last {
+            write_report(
+                &self.dir,
+                &timestamped_stem(r.report),
+                r.report,
+                &self.formats,
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -287,5 +353,185 @@ impl Signals {
     async fn next(&mut self) -> SignalEvent {
         let _ = tokio::signal::ctrl_c().await;
         SignalEvent::Stop
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::fake::FakeBackend;
+    use crate::clock::FakeClock;
+    use crate::flow::{Direction, Endpoint, FlowTable, PacketMeta, Transport};
+    use crate::host::FakeHost;
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::sync::Mutex;
+
+    const SPEC: &str = r#"
+[spec]
+name = "t"
+vendor = "v"
+product = "p"
+document = "d"
+
+[zones]
+all-nodes = "nodes"
+
+[[entry]]
+id = "dns"
+service = "DNS"
+ports = 53
+transport = "udp"
+direction = "inbound"
+sources = ["all-nodes"]
+destinations = ["all-nodes"]
+
+[[entry]]
+id = "ssh"
+service = "SSH"
+ports = 22
+transport = "tcp"
+direction = "inbound"
+sources = ["all-nodes"]
+destinations = ["all-nodes"]
+"#;
+
+    fn interval(dport: u16, n: u32, start: u64, end: u64) -> Snapshot {
+        let mut t = FlowTable::new(64, start);
+        for i in 0..n {
+            t.ingest(&PacketMeta {
+                ts: start + 1 + u64::from(i),
+                transport: Transport::Udp,
+                src: Endpoint {
+                    addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)),
+                    port: 40000,
+                },
+                dst: Endpoint {
+                    addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+                    port: dport,
+                },
+                dir: Some(Direction::In),
+                wire_len: 100,
+                segments: 1,
+                tcp_flags: 0,
+            });
+        }
+        t.drain(end)
+    }
+
+    /// (last, packets in the window, finding kind:entry).
+    type Seen = Arc<Mutex<Vec<(bool, u64, Vec<String>)>>>;
+
+    struct Capture(Seen);
+
+    impl Sink for Capture {
+        fn name(&self) -> &str {
+            "capture"
+        }
+        fn interval(
+            &mut self,
+            r: &IntervalReport<'_>,
+        ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+            let kinds = r
+                .findings
+                .findings
+                .iter()
+                .map(|f| {
+                    format!(
+                        "{}:{}",
+                        f.kind.name(),
+                        f.entry.as_ref().map_or("-", |e| e.id.as_str())
+                    )
+                })
+                .collect();
+            let packets = r.window.ports.iter().map(|p| p.counts.packets).sum();
+            self.0.lock().unwrap().push((r.last, packets, kinds));
+            Ok(())
+        }
+    }
+
+    fn agent(script: Vec<Snapshot>, dir: &Path) -> (Agent, Seen) {
+        let spec_path = dir.join("spec.toml");
+        std::fs::write(&spec_path, SPEC).unwrap();
+        let cfg = AgentConfig::resolve(
+            crate::config::Overrides {
+                spec: Some(spec_path.clone()),
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .unwrap();
+        let loaded = Loaded::load(&spec_path, None).unwrap();
+        let clock = Arc::new(FakeClock::new(1_000));
+        let mut a = Agent::new(
+            &cfg,
+            clock,
+            Box::new(FakeBackend::new(script)),
+            Box::new(FakeHost::default()),
+            loaded,
+            NodeInfo {
+                name: "n1".into(),
+                addrs: vec![IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))],
+            },
+        );
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        a.add_sink(Box::new(Capture(seen.clone())));
+        (a, seen)
+    }
+
+    #[test]
+    fn window_accumulates_and_entries_become_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut a, seen) = agent(
+            vec![interval(53, 3, 0, 10), interval(5353, 2, 10, 20)],
+            dir.path(),
+        );
+        a.tick(false).unwrap();
+        a.tick(true).unwrap();
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 2);
+        // Each port's packets are counted on the local and the remote side.
+        assert_eq!(seen[0].1, 6);
+        assert_eq!(seen[1].1, 10, "the window holds both intervals");
+        assert!(seen[1].0, "the last tick is marked last");
+        let kinds = &seen[1].2;
+        assert!(kinds.iter().any(|k| k == "documented:dns"), "{kinds:?}");
+        assert!(kinds.iter().any(|k| k == "unused:ssh"), "{kinds:?}");
+        assert!(
+            kinds.iter().any(|k| k.starts_with("undocumented")),
+            "{kinds:?}"
+        );
+    }
+
+    #[test]
+    fn a_bad_spec_on_reload_keeps_the_old_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut a, _) = agent(vec![], dir.path());
+        std::fs::write(dir.path().join("spec.toml"), "[[entry]\nid = ").unwrap();
+        let err = a.reload().unwrap_err();
+        assert!(err.to_string().contains("spec.toml"), "{err}");
+        assert_eq!(a.loaded().spec.entries.len(), 2);
+    }
+
+    #[test]
+    fn report_files_are_written_every_interval_and_stamped_at_exit() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let (mut a, _) = agent(vec![interval(53, 1, 0, 10)], dir.path());
+        a.add_sink(Box::new(ReportFiles::new(
+            &out,
+            &[Format::Json, Format::Text],
+        )));
+        a.tick(false).unwrap();
+        let mut names: Vec<String> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["portwatch-n1.json", "portwatch-n1.txt"]);
+        a.tick(true).unwrap();
+        assert_eq!(std::fs::read_dir(&out).unwrap().count(), 4);
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("portwatch-n1.json")).unwrap()).unwrap();
+        assert_eq!(json["node"]["name"], "n1");
     }
 }

@@ -82,7 +82,9 @@ mod imp {
             libc::AF_INET => {
                 // SAFETY: family is AF_INET.
                 let sin = unsafe { &*(sa as *const libc::sockaddr_in) };
-                Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr))))
+                Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                    sin.sin_addr.s_addr,
+                ))))
             }
             libc::AF_INET6 => {
                 // SAFETY: family is AF_INET6.
@@ -108,7 +110,10 @@ mod tests {
     #[test]
     fn loopback_is_listed_with_its_address() {
         let all = super::interfaces().unwrap();
-        let lo = all.iter().find(|i| i.loopback).expect("a loopback interface");
+        let lo = all
+            .iter()
+            .find(|i| i.loopback)
+            .expect("a loopback interface");
         assert!(lo.addrs.iter().any(|a| a.is_loopback()), "{lo:?}");
     }
 }
