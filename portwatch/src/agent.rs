@@ -502,6 +502,44 @@ destinations = ["all-nodes"]
         );
     }
 
+    #[cfg(unix)]
+    #[test]
+    fn a_read_only_report_directory_is_retried_and_counting_goes_on() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o500)).unwrap();
+        let probe = out.join("probe");
+        if std::fs::write(&probe, b"x").is_ok() {
+            // Root ignores directory permissions; a file in the way of the directory works for
+            // everyone.
+            std::fs::remove_file(&probe).unwrap();
+            std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o700)).unwrap();
+            std::fs::remove_dir(&out).unwrap();
+            std::fs::write(&out, b"not a directory").unwrap();
+        }
+        let (mut a, seen) = agent(
+            vec![interval(53, 2, 0, 10), interval(53, 3, 10, 20)],
+            dir.path(),
+        );
+        a.add_sink(Box::new(ReportFiles::new(&out, &[Format::Json])));
+        a.tick(false).unwrap();
+        assert_eq!(a.errors, 1, "the failed write is counted");
+        // The directory becomes writable again: the next interval's report has everything.
+        if out.is_file() {
+            std::fs::remove_file(&out).unwrap();
+        } else {
+            std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o700)).unwrap();
+        }
+        a.tick(false).unwrap();
+        assert_eq!(a.errors, 1);
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("portwatch-n1.json")).unwrap()).unwrap();
+        assert_eq!(json["node"]["name"], "n1");
+        assert_eq!(seen.lock().unwrap()[1].1, 10, "both intervals were counted");
+    }
+
     #[test]
     fn a_bad_spec_on_reload_keeps_the_old_one() {
         let dir = tempfile::tempdir().unwrap();
@@ -530,6 +568,15 @@ destinations = ["all-nodes"]
         assert_eq!(names, ["portwatch-n1.json", "portwatch-n1.txt"]);
         a.tick(true).unwrap();
         assert_eq!(std::fs::read_dir(&out).unwrap().count(), 4);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(out.join("portwatch-n1.json"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o007, 0, "reports are not world-readable: {mode:o}");
+        }
         let json: serde_json::Value =
             serde_json::from_slice(&std::fs::read(out.join("portwatch-n1.json")).unwrap()).unwrap();
         assert_eq!(json["node"]["name"], "n1");

@@ -28,6 +28,10 @@ pub enum SinkError {
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// Permissions of report files (before the umask).
+#[cfg(unix)]
+pub const REPORT_MODE: u32 = 0o640;
+
 /// Writes `dir/name` atomically with what `fill` writes. Creates `dir` if needed. On error the
 /// previous file (if any) is left untouched and no temporary file remains.
 pub fn write_atomic(
@@ -55,7 +59,12 @@ pub fn write_atomic(
         source,
     };
     let result = (|| -> io::Result<()> {
-        let f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        let mut opts = OpenOptions::new();
+        opts.write(true).create_new(true);
+        // Reports name hosts, peers and processes: owner read-write, group read, nobody else.
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, REPORT_MODE);
+        let f = opts.open(&tmp)?;
         let mut bw = BufWriter::new(f);
         fill(&mut bw)?;
         let f = bw.into_inner().map_err(|e| e.into_error())?;
