@@ -1,5 +1,6 @@
 //! xtask: setup, build, run, test and benchmark orchestration for portwatch. Never a runtime
 //! dependency of the agent; every install step a fresh machine needs lives here.
+mod fuzz;
 mod setup;
 mod util;
 
@@ -27,6 +28,8 @@ enum Task {
     /// The whole test suite: fmt, clippy (userspace and bpf target), unit tests, privileged
     /// end-to-end tests, and cargo check for Windows and macOS.
     Test(test::TestArgs),
+    /// Run every fuzz target (cargo-fuzz, pinned nightly) for a set time with a kept corpus.
+    Fuzz(fuzz::FuzzArgs),
 }
 
 mod run;
@@ -39,5 +42,6 @@ fn main() -> Result<()> {
         Task::Build => util::build_release(),
         Task::Run(a) => run::run(&a),
         Task::Test(a) => test::run(&a),
+        Task::Fuzz(a) => fuzz::run(&a),
     }
 }
