@@ -12,9 +12,11 @@ pub fn root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-/// Prints and runs `cmd` in the workspace root; fails with its exit status.
+/// Prints and runs `cmd` (in the workspace root unless it has a directory); fails with its exit status.
 pub fn sh(cmd: &mut Command) -> Result<()> {
-    cmd.current_dir(root());
+    if cmd.get_current_dir().is_none() {
+        cmd.current_dir(root());
+    }
     eprintln!("xtask: $ {}", show(cmd));
     let status = cmd
         .status()
