@@ -158,6 +158,11 @@ pub struct Origin {
     pub line_end: Option<u32>,
     /// What the spec changed or interpreted relative to the document, and why.
     pub note: Option<String>,
+    /// The ports as the document writes them, where the spec corrected them (the linter still
+    /// checks these, so a corrected mistake stays visible).
+    pub document_ports: Option<Ports>,
+    /// The process names as the document writes them, where the spec corrected them.
+    pub document_processes: Option<Vec<String>>,
 }
 
 /// The transport an entry documents.

@@ -180,6 +180,8 @@ struct RawOrigin {
     line: Option<Spanned<i64>>,
     line_end: Option<Spanned<i64>>,
     note: Option<String>,
+    document_ports: Option<Spanned<toml::Value>>,
+    document_processes: Option<Vec<String>>,
 }
 
 struct Ctx<'a> {
@@ -204,7 +206,7 @@ impl Ctx<'_> {
         }
     }
 
-    fn ports(&self, v: &Spanned<toml::Value>) -> Result<Ports, SpecError> {
+    fn ports(&self, v: &Spanned<toml::Value>, field: &str) -> Result<Ports, SpecError> {
         const EXPECTED: &str = "a port (443), a string (\"445, 137-139\", \"25 or 587\", \"default: 5672; tls: 5671\", \"none\") or an array of ports and ranges";
         const HINT: &str = "write ports = \"none\" for ICMP or N/A rows; see docs/spec.md";
         let span = v.span();
@@ -216,7 +218,7 @@ impl Ctx<'_> {
                 .ok_or_else(|| {
                     self.invalid(
                         self.idx.at(span.start),
-                        "ports",
+                        field,
                         "a port number from 1 to 65535",
                         i.to_string(),
                         HINT,
@@ -232,7 +234,7 @@ impl Ctx<'_> {
             parsed.map_err(|e| {
                 self.invalid(
                     self.idx.within(span, &e.found),
-                    "ports",
+                    field,
                     e.expected,
                     format!("{:?}", e.found),
                     HINT,
@@ -258,7 +260,7 @@ impl Ctx<'_> {
                         other => {
                             return Err(self.invalid(
                                 self.idx.at(span.start),
-                                "ports",
+                                field,
                                 "array items that are port numbers or strings like \"9000-9010\"",
                                 format!("{} {other}", other.type_str()),
                                 HINT,
@@ -269,7 +271,7 @@ impl Ctx<'_> {
                 PortSet::new(ranges).map(Ports::All).ok_or_else(|| {
                     self.invalid(
                         self.idx.at(span.start),
-                        "ports",
+                        field,
                         EXPECTED,
                         "an empty array",
                         HINT,
@@ -278,7 +280,7 @@ impl Ctx<'_> {
             }
             other => Err(self.invalid(
                 self.idx.at(span.start),
-                "ports",
+                field,
                 EXPECTED,
                 format!("{} {other}", other.type_str()),
                 HINT,
@@ -397,11 +399,18 @@ impl Ctx<'_> {
             line: self.line_no("origin.line", &raw.origin.line)?,
             line_end: self.line_no("origin.line_end", &raw.origin.line_end)?,
             note: raw.origin.note.filter(|n| !n.trim().is_empty()),
+            document_ports: raw
+                .origin
+                .document_ports
+                .as_ref()
+                .map(|v| self.ports(v, "origin.document_ports"))
+                .transpose()?,
+            document_processes: raw.origin.document_processes,
         };
         Ok(Entry {
             id: id.to_string(),
             service: service.to_string(),
-            ports: self.ports(&raw.ports)?,
+            ports: self.ports(&raw.ports, "ports")?,
             transport,
             app,
             direction,
