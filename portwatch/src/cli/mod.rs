@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod analyze;
+pub mod spec;
 
 /// Documented exit codes.
 pub mod exit {
@@ -41,11 +42,14 @@ pub struct Cli {
 pub enum Command {
     /// Analyse pcap/pcapng capture files offline.
     Analyze(analyze::AnalyzeArgs),
+    /// Check a port spec or import a vendor port table into a draft spec.
+    Spec(spec::SpecArgs),
 }
 
 /// Runs a parsed command line.
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Analyze(a) => analyze::run(a),
+        Command::Spec(a) => spec::run(a),
     }
 }

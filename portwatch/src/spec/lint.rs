@@ -88,7 +88,11 @@ pub struct Warning {
 
 impl fmt::Display for Warning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: warning[{}]: {}", self.location, self.kind, self.message)?;
+        write!(
+            f,
+            "{}: warning[{}]: {}",
+            self.location, self.kind, self.message
+        )?;
         for r in &self.related {
             write!(f, "\n  see also {r}")?;
         }
@@ -124,6 +128,15 @@ fn line_of(e: &Entry) -> String {
     match (e.origin.line, e.origin.line_end) {
         (Some(a), Some(b)) if b != a => format!(" (document lines {a}-{b})"),
         (Some(a), _) => format!(" (document line {a})"),
+        _ => String::new(),
+    }
+}
+
+/// ", document line N" for an entry named inside parentheses.
+fn cited(e: &Entry) -> String {
+    match (e.origin.line, e.origin.line_end) {
+        (Some(a), Some(b)) if b != a => format!(", document lines {a}-{b}"),
+        (Some(a), _) => format!(", document line {a}"),
         _ => String::new(),
     }
 }
@@ -241,9 +254,7 @@ fn port_conflicts(spec: &Spec, duplicates: &BTreeSet<(usize, usize)>, out: &mut 
                 {
                     apps.extend([i, j]);
                 }
-                if a.origin.table == b.origin.table
-                    && !a.service.eq_ignore_ascii_case(&b.service)
-                {
+                if a.origin.table == b.origin.table && !a.service.eq_ignore_ascii_case(&b.service) {
                     services.extend([i, j]);
                 }
             }
@@ -262,7 +273,7 @@ fn port_conflicts(spec: &Spec, duplicates: &BTreeSet<(usize, usize)>, out: &mut 
                 labels
                     .entry(e.app.clone().unwrap_or_default())
                     .or_default()
-                    .push(format!("`{}`{}", e.id, line_of(e)));
+                    .push(format!("`{}`{}", e.id, cited(e)));
             }
             parts.push(format!(
                 "under two protocols: {}",
@@ -277,10 +288,11 @@ fn port_conflicts(spec: &Spec, duplicates: &BTreeSet<(usize, usize)>, out: &mut 
             let mut names: BTreeMap<&str, Vec<String>> = BTreeMap::new();
             for &i in &services {
                 let e = &spec.entries[i];
-                names
-                    .entry(e.service.as_str())
-                    .or_default()
-                    .push(format!("`{}`{}", e.id, line_of(e)));
+                names.entry(e.service.as_str()).or_default().push(format!(
+                    "`{}`{}",
+                    e.id,
+                    cited(e)
+                ));
             }
             parts.push(format!(
                 "under {} services of one table: {}",
@@ -328,11 +340,11 @@ fn overlapping_ranges(spec: &Spec, out: &mut Vec<Warning>) {
                     let partial = ra.overlaps(&rb) && ra != rb;
                     // A wider range containing a smaller one is reported on the wider one only;
                     // two partial overlaps on the entry that comes first.
-                    let report_here = if rb.start == rb.end {
+                    let contains_b = ra.start <= rb.start && rb.end <= ra.end;
+                    let inside_b = rb.start <= ra.start && ra.end <= rb.end;
+                    let report_here = if rb.start == rb.end || contains_b {
                         true
-                    } else if ra.start <= rb.start && rb.end <= ra.end {
-                        true
-                    } else if rb.start <= ra.start && ra.end <= rb.end {
+                    } else if inside_b {
                         false
                     } else {
                         i < j
@@ -735,7 +747,11 @@ fn origins(spec: &Spec, document: &str, out: &mut Vec<Warning>) {
                 if missing.len() == 1 { "" } else { "s" },
                 missing.join(", "),
                 if a == b { "" } else { "s" },
-                if a == b { String::new() } else { format!("-{last}") },
+                if a == b {
+                    String::new()
+                } else {
+                    format!("-{last}")
+                },
                 if a == b { "es" } else { "" },
             )));
         }
@@ -747,7 +763,8 @@ mod tests {
     use super::*;
 
     fn spec(entries: &str) -> Spec {
-        let text = format!("[spec]\nname = \"t\"\n[zones]\nall-nodes = \"x\"\nadmin = \"y\"\n{entries}");
+        let text =
+            format!("[spec]\nname = \"t\"\n[zones]\nall-nodes = \"x\"\nadmin = \"y\"\n{entries}");
         Spec::parse(&text, "t.toml").unwrap_or_else(|e| panic!("{e}"))
     }
 
@@ -782,22 +799,35 @@ mod tests {
         let s = spec(&format!("{}{}", entry("a", BASE), entry("b", &rpc)));
         let w = lint(&s, None, None);
         assert_eq!(kinds(&w), [LintKind::PortConflict]);
-        assert!(w[0].message.contains("under two protocols: HTTP (`a`) and RPC (`b`)"), "{}", w[0].message);
+        assert!(
+            w[0].message
+                .contains("under two protocols: HTTP (`a`) and RPC (`b`)"),
+            "{}",
+            w[0].message
+        );
         let other = BASE.replace("\"S\"", "\"Other\"");
         let s = spec(&format!("{}{}", entry("a", BASE), entry("b", &other)));
         let w = lint(&s, None, None);
-        assert!(w[0].message.contains("under 2 services of one table"), "{}", w[0].message);
+        assert!(
+            w[0].message.contains("under 2 services of one table"),
+            "{}",
+            w[0].message
+        );
         // Another table: a service of the same port is not a conflict.
         let elsewhere = other.replace("table = \"T\"", "table = \"U\"");
         let s = spec(&format!("{}{}", entry("a", BASE), entry("b", &elsewhere)));
         assert_eq!(lint(&s, None, None), vec![]);
         // Client and server of one port are not a conflict; SCP and SSH are one family.
-        let out = other.replace("bidirectional", "outbound").replace("HTTP", "RPC");
+        let out = other
+            .replace("bidirectional", "outbound")
+            .replace("HTTP", "RPC");
         let inn = BASE.replace("bidirectional", "inbound");
         let s = spec(&format!("{}{}", entry("a", &inn), entry("b", &out)));
         assert_eq!(lint(&s, None, None), vec![]);
         let ssh = BASE.replace("HTTP", "SSH");
-        let scp = BASE.replace("HTTP", "SCP").replace("table = \"T\"", "table = \"U\"");
+        let scp = BASE
+            .replace("HTTP", "SCP")
+            .replace("table = \"T\"", "table = \"U\"");
         let s = spec(&format!("{}{}", entry("a", &ssh), entry("b", &scp)));
         assert_eq!(lint(&s, None, None), vec![]);
     }
@@ -808,8 +838,18 @@ mod tests {
         let s = spec(&format!(
             "{}{}{}",
             entry("a", &r("15000-15050")),
-            entry("b", &r("15000-15050").replace("\"S\"", "\"B\"").replace("\"T\"", "\"U\"")),
-            entry("c", &r("1500-15050").replace("\"S\"", "\"C\"").replace("\"T\"", "\"V\""))
+            entry(
+                "b",
+                &r("15000-15050")
+                    .replace("\"S\"", "\"B\"")
+                    .replace("\"T\"", "\"U\"")
+            ),
+            entry(
+                "c",
+                &r("1500-15050")
+                    .replace("\"S\"", "\"C\"")
+                    .replace("\"T\"", "\"V\"")
+            )
         ));
         let w = lint(&s, None, None);
         assert_eq!(
@@ -817,8 +857,19 @@ mod tests {
             [LintKind::OverlappingRanges, LintKind::SuspiciousRange],
             "{w:#?}"
         );
-        assert!(w[1].message.contains("looks like 15000-15050 with a dropped digit (2 other entries use 15000-15050)"), "{}", w[1].message);
-        assert!(w[0].message.contains("1500-15050/tcp of `c`") && w[0].message.contains("15000-15050 of `a`"), "{}", w[0].message);
+        assert!(
+            w[1].message.contains(
+                "looks like 15000-15050 with a dropped digit (2 other entries use 15000-15050)"
+            ),
+            "{}",
+            w[1].message
+        );
+        assert!(
+            w[0].message.contains("1500-15050/tcp of `c`")
+                && w[0].message.contains("15000-15050 of `a`"),
+            "{}",
+            w[0].message
+        );
         // Without a sibling, a start far below the bulk of the range is still suspicious.
         let s = spec(&entry("d", &r("2000-20100")));
         assert_eq!(kinds(&lint(&s, None, None)), [LintKind::SuspiciousRange]);
@@ -828,10 +879,12 @@ mod tests {
 
     #[test]
     fn corrected_values_are_still_reported_from_the_document() {
-        let body = BASE.replace("ports = 80", "ports = \"15000-15050\"").replace(
-            "origin = { table = \"T\" }",
-            "origin = { table = \"T\", document_ports = \"1500-15050\" }",
-        );
+        let body = BASE
+            .replace("ports = 80", "ports = \"15000-15050\"")
+            .replace(
+                "origin = { table = \"T\" }",
+                "origin = { table = \"T\", document_ports = \"1500-15050\" }",
+            );
         let sib = BASE
             .replace("ports = 80", "ports = \"15000-15050\"")
             .replace("\"S\"", "\"B\"")
@@ -852,9 +905,18 @@ mod tests {
         let b = "service = \"Acme.Beta\"\nports = 2\ntransport = \"tcp\"\ndirection = \"inbound\"\nprocesses = [\"Acme.exe\"]";
         let s = spec(&format!("{}{}", entry("a", a), entry("b", b)));
         let w = lint(&s, None, None);
-        let sw: Vec<_> = w.iter().filter(|w| w.kind == LintKind::SwappedProcess).collect();
+        let sw: Vec<_> = w
+            .iter()
+            .filter(|w| w.kind == LintKind::SwappedProcess)
+            .collect();
         assert_eq!(sw.len(), 1, "{w:#?}");
-        assert!(sw[0].message.contains("names process Acme.Beta.exe, which is the service `Acme.Beta`; `b` names Acme.exe"), "{}", sw[0].message);
+        assert!(
+            sw[0].message.contains(
+                "names process Acme.Beta.exe, which is the service `Acme.Beta`; `b` names Acme.exe"
+            ),
+            "{}",
+            sw[0].message
+        );
     }
 
     #[test]
@@ -874,38 +936,73 @@ mod tests {
             ],
             "{w:#?}"
         );
-        assert!(w.iter().any(|w| w.message.starts_with("zone `all-nodes` is used by `a` but inv.toml does not bind it")));
+        assert!(w.iter().any(|w| {
+            w.message
+                .starts_with("zone `all-nodes` is used by `a` but inv.toml does not bind it")
+        }));
     }
 
     #[test]
     fn shapes_without_ports_or_direction() {
         let na = "service = \"C\"\nports = \"none\"\ntransport = \"none\"\ndirection = \"none\"";
-        let inbound = "service = \"Q\"\nports = \"none\"\ntransport = \"none\"\ndirection = \"inbound\"";
+        let inbound =
+            "service = \"Q\"\nports = \"none\"\ntransport = \"none\"\ndirection = \"inbound\"";
         let nodir = "service = \"D\"\nports = 9\ntransport = \"tcp\"\ndirection = \"none\"";
         let icmp = "service = \"P\"\nports = 7\ntransport = \"icmp\"\ndirection = \"inbound\"";
-        let ping = "service = \"P\"\nports = \"none\"\ntransport = \"icmp\"\ndirection = \"inbound\"";
-        let s = spec(&[entry("a", na), entry("b", inbound), entry("c", nodir), entry("d", icmp), entry("e", ping)].concat());
+        let ping =
+            "service = \"P\"\nports = \"none\"\ntransport = \"icmp\"\ndirection = \"inbound\"";
+        let s = spec(
+            &[
+                entry("a", na),
+                entry("b", inbound),
+                entry("c", nodir),
+                entry("d", icmp),
+                entry("e", ping),
+            ]
+            .concat(),
+        );
         let w = lint(&s, None, None);
         assert_eq!(
             kinds(&w),
-            [LintKind::UnusedZone, LintKind::UnusedZone, LintKind::NoPorts, LintKind::NoPorts, LintKind::NoDirection, LintKind::PortsOnIcmp],
+            [
+                LintKind::UnusedZone,
+                LintKind::UnusedZone,
+                LintKind::NoPorts,
+                LintKind::NoPorts,
+                LintKind::NoDirection,
+                LintKind::PortsOnIcmp
+            ],
             "{w:#?}"
         );
-        assert!(w[3].message.contains("documents inbound traffic without a port"));
+        assert!(
+            w[3].message
+                .contains("documents inbound traffic without a port")
+        );
     }
 
     #[test]
     fn origins_must_mention_the_ports() {
         let body = BASE
             .replace("ports = 80", "ports = \"5672, 15672\"")
-            .replace("origin = { table = \"T\" }", "origin = { table = \"T\", line = 2, line_end = 3 }");
+            .replace(
+                "origin = { table = \"T\" }",
+                "origin = { table = \"T\", line = 2, line_end = 3 }",
+            );
         let s = spec(&entry("a", &body));
         let doc = "title\nAMQP Default: 5672, 15672TLS: 5671\nInbound\n";
         assert_eq!(lint(&s, None, Some(doc)), vec![]);
         let doc = "title\nAMQP Default: 5672, 156720\nInbound\n";
         let w = lint(&s, None, Some(doc));
-        assert!(w[0].message.contains("has port 15672 that document lines 2-3 do not mention"), "{}", w[0].message);
+        assert!(
+            w[0].message
+                .contains("has port 15672 that document lines 2-3 do not mention"),
+            "{}",
+            w[0].message
+        );
         let w = lint(&s, None, Some("one line"));
-        assert!(w[0].message.contains("cites document line 3, but the document has 1 lines"));
+        assert!(
+            w[0].message
+                .contains("cites document line 3, but the document has 1 lines")
+        );
     }
 }

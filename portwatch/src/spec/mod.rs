@@ -1,5 +1,6 @@
 //! The port spec: a vendor's port table as a checked file. Owns the model, the TOML format, the
 //! linter and the importer of vendor documents; it never looks at traffic (that is classify).
+pub mod import;
 pub mod lint;
 pub mod model;
 pub mod parse;

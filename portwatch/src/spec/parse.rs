@@ -208,7 +208,7 @@ impl Ctx<'_> {
 
     fn ports(&self, v: &Spanned<toml::Value>, field: &str) -> Result<Ports, SpecError> {
         const EXPECTED: &str = "a port (443), a string (\"445, 137-139\", \"25 or 587\", \"default: 5672; tls: 5671\", \"none\") or an array of ports and ranges";
-        const HINT: &str = "write ports = \"none\" for ICMP or N/A rows; see docs/spec.md";
+        const HINT: &str = "ports are 1-65535: 443, \"445, 137-139\", \"25 or 587\", \"default: 5672; tls: 5671\", or \"none\" for ICMP and N/A rows (docs/spec.md)";
         let span = v.span();
         let from_int = |i: i64, span: Range<usize>| -> Result<PortSet, SpecError> {
             u16::try_from(i)
