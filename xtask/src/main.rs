@@ -1,6 +1,8 @@
 //! xtask: setup, build, run, test and benchmark orchestration for portwatch. Never a runtime
 //! dependency of the agent; every install step a fresh machine needs lives here.
 mod fuzz;
+mod bench;
+mod bench_pcap;
 mod setup;
 mod util;
 
@@ -30,6 +32,8 @@ enum Task {
     Test(test::TestArgs),
     /// Run every fuzz target (cargo-fuzz, pinned nightly) for a set time with a kept corpus.
     Fuzz(fuzz::FuzzArgs),
+    /// Benchmarks printing figures and ratios (`cargo xtask bench pcap`).
+    Bench(bench::BenchArgs),
 }
 
 mod run;
@@ -43,5 +47,6 @@ fn main() -> Result<()> {
         Task::Run(a) => run::run(&a),
         Task::Test(a) => test::run(&a),
         Task::Fuzz(a) => fuzz::run(&a),
+        Task::Bench(a) => bench::run(&a),
     }
 }

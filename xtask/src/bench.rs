@@ -1,0 +1,26 @@
+//! `cargo xtask bench <what>`: benchmarks that print figures and ratios (never timed
+//! assertions). One file per benchmark; this one only dispatches.
+use anyhow::Result;
+use clap::{Args, Subcommand};
+
+use crate::bench_pcap;
+
+/// Options of `cargo xtask bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    what: Bench,
+}
+
+#[derive(Debug, Subcommand)]
+enum Bench {
+    /// Offline capture reading (10M packets, many flows) against tcpdump, softflowd, tshark.
+    Pcap(bench_pcap::BenchPcapArgs),
+}
+
+/// Runs the chosen benchmark.
+pub fn run(a: &BenchArgs) -> Result<()> {
+    match &a.what {
+        Bench::Pcap(p) => bench_pcap::run(p),
+    }
+}

@@ -1,0 +1,330 @@
+//! `cargo xtask bench pcap`: generates a deterministic capture with many flows under target/,
+//! then times portwatch's offline reader against tcpdump, softflowd and tshark on the same file
+//! (one core each, file in the page cache) and prints packets per second and ratios.
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+
+use crate::util;
+
+/// Options of `cargo xtask bench pcap`.
+#[derive(Debug, Args)]
+pub struct BenchPcapArgs {
+    /// Packets in the generated capture.
+    #[arg(long, default_value_t = 10_000_000)]
+    pub packets: u64,
+    /// Distinct flows over the whole capture (about `packets / flows` packets each).
+    #[arg(long, default_value_t = 200_000)]
+    pub flows: u64,
+    /// Flows active at any moment (packets interleave among them).
+    #[arg(long, default_value_t = 4_096)]
+    pub concurrent: u64,
+    /// Skip these tools (comma-separated: tcpdump, softflowd, tshark).
+    #[arg(long, value_delimiter = ',')]
+    pub skip: Vec<String>,
+    /// Regenerate the capture even when one with the same parameters exists.
+    #[arg(long)]
+    pub regenerate: bool,
+}
+
+/// A small deterministic PRNG (xorshift64*), so every run writes the same file.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// What one flow looks like in the generated traffic.
+#[derive(Clone, Copy)]
+struct Flow {
+    kind: u8,
+    client: u32,
+    server: u32,
+    sport: u16,
+    dport: u16,
+    sent: u32,
+    life: u32,
+}
+
+const SERVER_PORTS: [u16; 12] = [
+    443, 80, 22, 53, 5432, 8080, 9090, 3306, 6379, 25, 8443, 2049,
+];
+
+fn new_flow(rng: &mut Rng) -> Flow {
+    // 60% IPv4 TCP, 15% IPv4 UDP, 12% IPv6 TCP, 8% VLAN-tagged IPv4 TCP, 3% QinQ UDP,
+    // 2% ICMP echo.
+    let r = rng.below(100);
+    let kind = match r {
+        0..60 => 0,
+        60..75 => 1,
+        75..87 => 2,
+        87..95 => 3,
+        95..98 => 4,
+        _ => 5,
+    };
+    let port_pick = rng.below(SERVER_PORTS.len() as u64) as usize;
+    Flow {
+        kind,
+        client: 0x0a01_0000 | rng.below(1 << 16) as u32,
+        server: 0x0a00_0000 | rng.below(256) as u32,
+        sport: 32768 + rng.below(28232) as u16,
+        dport: SERVER_PORTS.get(port_pick).copied().unwrap_or(443),
+        sent: 0,
+        life: 10 + rng.below(80) as u32,
+    }
+}
+
+/// Writes one frame (headers only: the capture's snaplen is 96) for `f`; returns the captured
+/// bytes and the wire length.
+fn frame(buf: &mut Vec<u8>, f: &Flow, rng: &mut Rng) -> u32 {
+    buf.clear();
+    let reply = f.sent % 2 == 1;
+    let payload = match rng.below(4) {
+        0 => 0,
+        1 => 40 + rng.below(200) as u32,
+        2 => 1448,
+        _ => rng.below(1448) as u32,
+    };
+    buf.extend_from_slice(&[0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2]);
+    let mut l2 = 14u32;
+    match f.kind {
+        3 => {
+            buf.extend_from_slice(&[0x81, 0x00, 0x00, 0x0a]);
+            l2 += 4;
+        }
+        4 => {
+            buf.extend_from_slice(&[0x88, 0xa8, 0x00, 0x64, 0x81, 0x00, 0x00, 0x0a]);
+            l2 += 8;
+        }
+        _ => {}
+    }
+    let (src, dst, sp, dp) = if reply {
+        (f.server, f.client, f.dport, f.sport)
+    } else {
+        (f.client, f.server, f.sport, f.dport)
+    };
+    let proto: u8 = match f.kind {
+        1 | 4 => 17,
+        5 => 1,
+        _ => 6,
+    };
+    let l4 = match proto {
+        6 => {
+            let flags: u8 = match (f.sent, reply) {
+                (0, _) => 0x02,
+                (1, _) => 0x12,
+                _ if f.sent + 1 >= f.life => 0x11,
+                _ => 0x18,
+            };
+            let mut t = vec![0u8; 20];
+            t[0..2].copy_from_slice(&sp.to_be_bytes());
+            t[2..4].copy_from_slice(&dp.to_be_bytes());
+            t[12] = 0x50;
+            t[13] = flags;
+            t
+        }
+        17 => {
+            let mut u = vec![0u8; 8];
+            u[0..2].copy_from_slice(&sp.to_be_bytes());
+            u[2..4].copy_from_slice(&dp.to_be_bytes());
+            u[4..6].copy_from_slice(&((8 + payload) as u16).to_be_bytes());
+            u
+        }
+        _ => vec![if reply { 0 } else { 8 }, 0, 0, 0, 0, 1, 0, f.sent as u8],
+    };
+    let l4_len = l4.len() as u32 + payload;
+    if f.kind == 2 {
+        buf.extend_from_slice(&[0x86, 0xdd]);
+        let mut ip = [0u8; 40];
+        ip[0] = 0x60;
+        ip[4..6].copy_from_slice(&(l4_len as u16).to_be_bytes());
+        ip[6] = proto;
+        ip[7] = 64;
+        ip[8..10].copy_from_slice(&[0xfd, 0x00]);
+        ip[20..24].copy_from_slice(&src.to_be_bytes());
+        ip[24..26].copy_from_slice(&[0xfd, 0x00]);
+        ip[36..40].copy_from_slice(&dst.to_be_bytes());
+        buf.extend_from_slice(&ip);
+        buf.extend_from_slice(&l4);
+        l2 + 40 + l4_len
+    } else {
+        buf.extend_from_slice(&[0x08, 0x00]);
+        let mut ip = [0u8; 20];
+        ip[0] = 0x45;
+        ip[2..4].copy_from_slice(&((20 + l4_len) as u16).to_be_bytes());
+        ip[8] = 64;
+        ip[9] = proto;
+        ip[12..16].copy_from_slice(&src.to_be_bytes());
+        ip[16..20].copy_from_slice(&dst.to_be_bytes());
+        buf.extend_from_slice(&ip);
+        buf.extend_from_slice(&l4);
+        (l2 + 20 + l4_len).max(60)
+    }
+}
+
+/// Writes the benchmark capture (classic pcap, microseconds, Ethernet, snaplen 96).
+pub fn generate(path: &Path, a: &BenchPcapArgs) -> Result<()> {
+    let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut w = BufWriter::with_capacity(1 << 20, file);
+    let mut hdr = Vec::with_capacity(24);
+    hdr.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    hdr.extend_from_slice(&2u16.to_le_bytes());
+    hdr.extend_from_slice(&4u16.to_le_bytes());
+    hdr.extend_from_slice(&[0; 8]);
+    hdr.extend_from_slice(&96u32.to_le_bytes());
+    hdr.extend_from_slice(&1u32.to_le_bytes());
+    w.write_all(&hdr)?;
+    let mut rng = Rng(0x5eed_0f_9047_c4a7);
+    let concurrent = a.concurrent.max(1) as usize;
+    let mut active: Vec<Flow> = (0..concurrent).map(|_| new_flow(&mut rng)).collect();
+    let mut started = concurrent as u64;
+    let mut buf = Vec::with_capacity(128);
+    // Average flow life is ~50 packets; rescale so the file holds about `flows` flows.
+    let per_flow = (a.packets / a.flows.max(1)).max(1);
+    let mut ts_us: u64 = 1_767_225_600_000_000;
+    for _ in 0..a.packets {
+        let i = rng.below(concurrent as u64) as usize;
+        let Some(f) = active.get_mut(i) else { continue };
+        let wire = frame(&mut buf, f, &mut rng);
+        f.sent += 1;
+        if f.sent >= f.life * per_flow as u32 / 50 + 2 && started < a.flows {
+            *f = new_flow(&mut rng);
+            started += 1;
+        }
+        ts_us += 1 + rng.below(20);
+        let cap = buf.len().min(96);
+        let mut rec = [0u8; 16];
+        rec[0..4].copy_from_slice(&((ts_us / 1_000_000) as u32).to_le_bytes());
+        rec[4..8].copy_from_slice(&((ts_us % 1_000_000) as u32).to_le_bytes());
+        rec[8..12].copy_from_slice(&(cap as u32).to_le_bytes());
+        rec[12..16].copy_from_slice(&wire.max(cap as u32).to_le_bytes());
+        w.write_all(&rec)?;
+        w.write_all(buf.get(..cap).unwrap_or_default())?;
+    }
+    w.flush()?;
+    Ok(())
+}
+
+/// One timed run.
+struct Timing {
+    name: String,
+    secs: f64,
+}
+
+fn time(name: &str, cmd: &mut Command) -> Result<Timing> {
+    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+    eprintln!("xtask: timing {name}: $ {}", util::show(cmd));
+    let t = Instant::now();
+    let out = cmd
+        .output()
+        .with_context(|| format!("could not start `{}`", util::show(cmd)))?;
+    let secs = t.elapsed().as_secs_f64();
+    if !out.status.success() {
+        bail!(
+            "`{}` failed with {}: {}",
+            util::show(cmd),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(Timing {
+        name: name.to_owned(),
+        secs,
+    })
+}
+
+fn have(tool: &str) -> bool {
+    util::output(Command::new("sh").args(["-c", &format!("command -v {tool}")])).is_some()
+}
+
+/// Runs the benchmark.
+pub fn run(a: &BenchPcapArgs) -> Result<()> {
+    let dir = util::root().join("target/bench");
+    std::fs::create_dir_all(&dir)?;
+    let path: PathBuf = dir.join(format!(
+        "pcap-{}p-{}f-{}c.pcap",
+        a.packets, a.flows, a.concurrent
+    ));
+    if a.regenerate || !path.exists() {
+        eprintln!("xtask: writing {}", path.display());
+        generate(&path, a)?;
+    }
+    util::sh(util::cargo().args(["build", "--release", "-p", "portwatch"]))?;
+    let bin = util::root().join("target/release/portwatch");
+    // Warm the page cache so every tool reads from memory.
+    std::io::copy(&mut File::open(&path)?, &mut std::io::sink())?;
+    let file = path.to_string_lossy().into_owned();
+    let mut runs = Vec::new();
+    // One core for everyone.
+    let pin = |c: &mut Command| -> Command {
+        let mut t = Command::new("taskset");
+        t.arg("-c").arg("0").arg(c.get_program());
+        t.args(c.get_args());
+        t
+    };
+    let pw = time(
+        "portwatch analyze (read+decode+flow table)",
+        &mut pin(Command::new(&bin).args(["analyze", "--no-progress", "--format", "json", &file])),
+    )?;
+    runs.push(pw);
+    let tools: [(&str, &str, Vec<&str>); 3] = [
+        (
+            "tcpdump",
+            "tcpdump -r FILE -w /dev/null",
+            vec!["-r", &file, "-w", "/dev/null"],
+        ),
+        ("softflowd", "softflowd -r FILE", vec!["-r", &file]),
+        (
+            "tshark",
+            "tshark -r FILE -q -z conv,tcp",
+            vec!["-r", &file, "-q", "-z", "conv,tcp"],
+        ),
+    ];
+    for (tool, label, args) in tools {
+        if a.skip.iter().any(|s| s == tool) {
+            continue;
+        }
+        if !have(tool) {
+            eprintln!("xtask: {tool} is not installed (cargo xtask setup installs it); skipped");
+            continue;
+        }
+        runs.push(time(label, &mut pin(Command::new(tool).args(&args)))?);
+    }
+    let base = runs.first().map(|r| r.secs).unwrap_or(1.0);
+    println!(
+        "pcap offline benchmark: {} packets, ~{} flows, {} concurrent, file {} MiB, one core",
+        a.packets,
+        a.flows,
+        a.concurrent,
+        std::fs::metadata(&path)?.len() >> 20
+    );
+    println!(
+        "{:<48} {:>9} {:>9} {:>14}",
+        "run", "seconds", "Mpps", "portwatch is"
+    );
+    for r in &runs {
+        println!(
+            "{:<48} {:>9.2} {:>9.2} {:>13.1}x",
+            r.name,
+            r.secs,
+            a.packets as f64 / r.secs / 1e6,
+            r.secs / base
+        );
+    }
+    Ok(())
+}
