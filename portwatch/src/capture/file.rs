@@ -617,6 +617,16 @@ impl Orienter {
         Self { addrs, nets }
     }
 
+    /// The exact addresses.
+    pub fn addrs(&self) -> &[IpAddr] {
+        &self.addrs
+    }
+
+    /// The networks.
+    pub fn nets(&self) -> &[ipnet::IpNet] {
+        &self.nets
+    }
+
     /// Whether no addresses are known (every direction then comes from the capture itself).
     pub fn is_empty(&self) -> bool {
         self.addrs.is_empty() && self.nets.is_empty()

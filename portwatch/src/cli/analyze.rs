@@ -7,44 +7,61 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Args, ValueEnum};
+use clap::Args;
 
+use crate::capture::BackendKind;
 use crate::capture::file::{self, Analysis, FileConfig, Orienter};
+use crate::classify::{ClassifyInput, NodeInfo};
 use crate::flow::{Direction, Side};
+use crate::host::PortRange;
+use crate::inventory::Inventory;
+use crate::report::{self, CaptureInfo, Format, Report, ReportMeta};
+use crate::spec::Spec;
 
 /// Files at least this large get a progress bar (reading them takes more than a moment).
 const PROGRESS_MIN_BYTES: u64 = 64 << 20;
 
-/// Output formats of `analyze`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    /// Human-readable text.
-    Text,
-    /// JSON (for scripts).
-    Json,
-}
-
-/// Analyse capture files (pcap or pcapng; several interfaces per pcapng).
+/// Analyse capture files (pcap or pcapng; several interfaces per pcapng) against a spec.
 ///
 /// Link types: Ethernet (802.1Q/802.1ad tags), Linux cooked SLL/SLL2, raw IP, BSD loopback.
 /// Frames cut by snaplen count with their wire length. A damaged file is read up to the damage,
-/// whose byte offset is reported.
+/// whose byte offset is reported. Listener findings need a live node and are skipped.
 #[derive(Debug, Args)]
 pub struct AnalyzeArgs {
+    /// The port spec (TOML) to hold the traffic against.
+    #[arg(long, value_name = "SPEC")]
+    pub spec: PathBuf,
+    /// The site inventory binding the spec's zones to networks (and naming the nodes).
+    #[arg(long, value_name = "FILE")]
+    pub inventory: Option<PathBuf>,
+    /// The node the capture was taken on, by its inventory name: its addresses decide
+    /// direction (traffic from them is outbound, to them inbound).
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
+    /// The node's own addresses or networks (repeatable), in addition to or instead of
+    /// `--node`. Without either, direction comes from the capture (pcapng flags, cooked
+    /// headers) or, failing that, from the first packet of each flow.
+    #[arg(long = "local", value_name = "ADDR|CIDR")]
+    pub local: Vec<String>,
+    /// The capturing node's ephemeral port range, used to tell clients from servers.
+    #[arg(long, default_value = "32768-60999", value_name = "START-END")]
+    pub ephemeral: String,
     /// Capture files, read in order into one observation window.
     #[arg(required = true, value_name = "CAPTURE")]
     pub captures: Vec<PathBuf>,
-    /// The node's own addresses or networks (repeatable): traffic from them is outbound, to
-    /// them inbound. Without them, direction comes from the capture (pcapng flags, cooked
-    /// headers) or the first packet of each flow.
-    #[arg(long = "local", value_name = "ADDR|CIDR")]
-    pub local: Vec<String>,
     /// At most this many distinct flows are kept (per-port totals stay exact beyond it).
     #[arg(long, default_value_t = 1 << 21, value_name = "N")]
     pub max_flows: usize,
-    /// Output format.
+    /// Report format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+    /// Print what was observed (files, health, per-port totals) instead of a report; needs no
+    /// classification.
+    #[arg(long)]
+    pub observations: bool,
+    /// Exit with status 1 when the report has violations or warnings.
+    #[arg(long)]
+    pub exit_code: bool,
     /// Never show a progress bar.
     #[arg(long)]
     pub no_progress: bool,
@@ -66,14 +83,113 @@ fn orienter(values: &[String]) -> anyhow::Result<Orienter> {
     Ok(Orienter::new(addrs, nets))
 }
 
+fn ephemeral(v: &str) -> anyhow::Result<PortRange> {
+    let parse = |p: &str| p.trim().parse::<u16>().ok();
+    match v.split_once('-').map(|(a, b)| (parse(a), parse(b))) {
+        Some((Some(a), Some(b))) => Ok(PortRange::new(a, b)),
+        _ => anyhow::bail!("--ephemeral {v:?}: expected START-END, e.g. 32768-60999"),
+    }
+}
+
 /// Runs `portwatch analyze`.
 pub fn run(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
+    let spec = Spec::load(&args.spec)?;
+    let inventory = args.inventory.as_ref().map(Inventory::load).transpose()?;
+    let mut orient = orienter(&args.local)?;
+    let mut node = NodeInfo {
+        name: args.node.clone().unwrap_or_else(|| {
+            args.captures
+                .first()
+                .and_then(|p| p.file_stem())
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "capture".into())
+        }),
+        addrs: orient.addrs().to_vec(),
+    };
+    if let Some(name) = &args.node {
+        let inv = inventory
+            .as_ref()
+            .with_context(|| format!("--node {name:?} needs --inventory to find its addresses"))?;
+        let n = inv.node(name).with_context(|| {
+            format!(
+                "--node {name:?}: not a node of inventory {} (nodes: {})",
+                inv.path.display(),
+                inv.nodes
+                    .iter()
+                    .map(|n| n.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })?;
+        node.addrs.extend(n.addresses.iter().copied());
+        orient = Orienter::new(node.addrs.clone(), orient.nets().to_vec());
+    }
     let cfg = FileConfig {
         flow_capacity: args.max_flows,
-        orienter: orienter(&args.local)?,
+        orienter: orient,
     };
-    let total = file::total_size(&args.captures);
-    let bar = (!args.no_progress && std::io::stderr().is_terminal() && total >= PROGRESS_MIN_BYTES)
+    let analysis = read_with_progress(&args.captures, &cfg, args.no_progress)?;
+    let damaged = warn_damage(&analysis);
+
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    if args.observations {
+        match args.format {
+            Format::Json => {
+                serde_json::to_writer_pretty(&mut out, &json_view(&analysis))?;
+                writeln!(out)?;
+            }
+            _ => write_text(&mut out, &analysis)?,
+        }
+        out.flush()?;
+        return Ok(ExitCode::from(super::exit::OK));
+    }
+    let input = ClassifyInput {
+        spec: &spec,
+        inventory: inventory.as_ref(),
+        window: &analysis.snapshot,
+        listeners: None,
+        ephemeral: ephemeral(&args.ephemeral)?,
+        node: &node,
+    };
+    let meta = ReportMeta {
+        // An offline report is stamped with the end of what it saw, so the same captures
+        // always give the same report.
+        generated_at: analysis.snapshot.end,
+        capture: CaptureInfo {
+            backend: Some(BackendKind::File.to_string()),
+            interfaces: args
+                .captures
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect(),
+            listeners_unavailable: Some(format!(
+                "offline capture analysis{}",
+                if damaged {
+                    " (damaged capture: results up to the damage)"
+                } else {
+                    ""
+                }
+            )),
+        },
+    };
+    let report = Report::analyze(&input, meta);
+    report::render(&report, args.format, &mut out)?;
+    out.flush()?;
+    Ok(ExitCode::from(if args.exit_code && report.has_problems() {
+        super::exit::FINDINGS
+    } else {
+        super::exit::OK
+    }))
+}
+
+fn read_with_progress(
+    captures: &[PathBuf],
+    cfg: &FileConfig,
+    no_progress: bool,
+) -> anyhow::Result<Analysis> {
+    let total = file::total_size(captures);
+    let bar = (!no_progress && std::io::stderr().is_terminal() && total >= PROGRESS_MIN_BYTES)
         .then(|| {
             let b = indicatif::ProgressBar::new(total);
             if let Ok(style) = indicatif::ProgressStyle::with_template(
@@ -83,7 +199,7 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
             }
             b
         });
-    let analysis = file::read_captures(&args.captures, &cfg, &mut |done| {
+    let analysis = file::read_captures(captures, cfg, &mut |done| {
         if let Some(b) = &bar {
             b.set_position(done);
         }
@@ -91,8 +207,15 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    for f in &analysis.files {
+    Ok(analysis)
+}
+
+/// Prints a warning per damaged file; returns whether there was one.
+fn warn_damage(a: &Analysis) -> bool {
+    let mut any = false;
+    for f in &a.files {
         if let Some(e) = &f.error {
+            any = true;
             eprintln!(
                 "portwatch: warning: {}: {e}; results include the {} frames before it",
                 f.path.display(),
@@ -100,17 +223,7 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
-    match args.format {
-        Format::Json => {
-            serde_json::to_writer_pretty(&mut out, &json_view(&analysis))?;
-            writeln!(out)?;
-        }
-        Format::Text => write_text(&mut out, &analysis)?,
-    }
-    out.flush()?;
-    Ok(ExitCode::from(super::exit::OK))
+    any
 }
 
 fn json_view(a: &Analysis) -> serde_json::Value {
