@@ -27,6 +27,22 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "prometheus",
     "libcap2-bin",
     "python3",
+    // The cluster scenario (tests/src/cluster): daemons started inside namespaces, their clients.
+    "postgresql",
+    "postgresql-client",
+    "nginx",
+    "openssh-server",
+    "openssh-client",
+    "memcached",
+    "rabbitmq-server",
+    "zookeeper",
+    "libslf4j-java",
+    "redis-server",
+    "redis-tools",
+    "python3-pika",
+    "python3-kazoo",
+    "openssl",
+    "curl",
 ];
 
 #[derive(Debug, clap::Args)]

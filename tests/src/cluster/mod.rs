@@ -1,0 +1,23 @@
+//! The cluster scenario of issue 8: three node namespaces on a bridge plus an admin workstation
+//! and an outside client, real Debian daemons on the nodes, real clients, and tcpdump + tshark as
+//! the independent oracle. It owns every namespace, process and file it makes (see [`lab::Lab`])
+//! and never touches portwatch's own code paths: the agents it runs are separate processes.
+pub mod daemons;
+pub mod error;
+pub mod lab;
+pub mod oracle;
+pub mod scenario;
+pub mod traffic;
+
+pub use error::{ClusterError, Result};
+pub use lab::{Host, Lab};
+
+/// A command line as a shell would show it (for error messages).
+pub fn show(cmd: &std::process::Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}

@@ -1,0 +1,214 @@
+//! The scenario from start to finish, shared by the privileged test and `cargo xtask demo`:
+//! network, captures, daemons, traffic, quiescence, oracle counts, teardown. It returns what
+//! happened; the callers decide what to assert or print.
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use super::daemons::{self, Transport};
+use super::error::{ClusterError, Result, io_err};
+use super::lab::{Host, Lab, signal};
+use super::oracle::{self, CaptureStats, Counts, PortKey};
+use super::traffic::{self, Workload};
+
+/// Every port the scenario's services use: the oracle counts each, both sides and directions,
+/// on every node.
+pub const PORTS: &[(Transport, u16)] = &[
+    (Transport::Tcp, 22),
+    (Transport::Tcp, 80),
+    (Transport::Tcp, 443),
+    (Transport::Tcp, 2181),
+    (Transport::Tcp, 2888),
+    (Transport::Tcp, 3888),
+    (Transport::Tcp, 4369),
+    (Transport::Tcp, 5432),
+    (Transport::Tcp, 5672),
+    (Transport::Tcp, 6379),
+    (Transport::Tcp, 11211),
+    (Transport::Tcp, 15672),
+    (Transport::Tcp, 25672),
+    (Transport::Udp, 11211),
+];
+
+/// Tools the scenario needs besides the daemons'.
+pub const TOOLS: &[&str] = &[
+    "ip",
+    "nsenter",
+    "timeout",
+    "tcpdump",
+    "tshark",
+    "psql",
+    "curl",
+    "/usr/bin/python3",
+    "ssh-keyscan",
+    "redis-cli",
+];
+
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Copy the captures here (the demo keeps them next to the reports).
+    pub keep_pcaps: Option<PathBuf>,
+}
+
+/// What a run produced.
+#[derive(Debug)]
+pub struct Outcome {
+    pub id: String,
+    pub ready_after: Vec<(String, Host, Duration)>,
+    pub zk_leader: Host,
+    pub workload: Workload,
+    /// Per node: tshark's counts for every key of [`PORTS`].
+    pub oracle: BTreeMap<Host, BTreeMap<PortKey, Counts>>,
+    pub captures: BTreeMap<Host, CaptureStats>,
+    /// Whether the network went idle after the daemons were frozen.
+    pub quiet: bool,
+    /// Named phases and how long each took.
+    pub phases: Vec<(&'static str, Duration)>,
+    /// What teardown could not remove (empty when clean).
+    pub leftovers: Vec<String>,
+}
+
+struct Phases {
+    t: Instant,
+    list: Vec<(&'static str, Duration)>,
+}
+
+impl Phases {
+    fn mark(&mut self, name: &'static str) {
+        let d = self.t.elapsed();
+        eprintln!("cluster: {name}: {:.1} s", d.as_secs_f64());
+        self.list.push((name, d));
+        self.t = Instant::now();
+    }
+}
+
+/// Runs the scenario. Everything it made is removed before it returns, also on error.
+pub fn run(opts: &Options) -> Result<Outcome> {
+    super::lab::require_tools(TOOLS)?;
+    let mut ph = Phases {
+        t: Instant::now(),
+        list: Vec::new(),
+    };
+    let mut lab = Lab::new()?;
+    let id = lab.id().to_owned();
+    ph.mark("network");
+
+    // Captures first: every packet the daemons and clients exchange is on the record.
+    let mut caps = Vec::new();
+    for h in Host::NODES {
+        caps.push(oracle::start_capture(&lab, h)?);
+    }
+    ph.mark("captures listening");
+
+    let d = daemons::start(&mut lab)?;
+    for (name, h, t) in &d.ready_after {
+        eprintln!(
+            "cluster:   {name} on {h} ready after {:.1} s",
+            t.as_secs_f64()
+        );
+    }
+    ph.mark("daemons ready");
+
+    let workload = traffic::run(&lab, &d)?;
+    ph.mark("traffic");
+
+    // Freeze every daemon and client left (not the captures): no heartbeat or tick can add
+    // packets between the moment one observer stops and another does.
+    let keep: BTreeSet<u32> = caps.iter().map(|c| c.pid()).collect();
+    freeze(&lab, &keep)?;
+    let quiet = oracle::wait_quiet(&caps, Duration::from_millis(700), Duration::from_secs(10))?;
+    ph.mark("quiesced");
+
+    let mut captures = BTreeMap::new();
+    for c in &caps {
+        let stats = oracle::stop_capture(&lab, c)?;
+        if stats.dropped_by_kernel > 0 {
+            return Err(ClusterError::CaptureLoss {
+                host: c.host,
+                detail: format!("{} packets dropped by kernel", stats.dropped_by_kernel),
+            });
+        }
+        captures.insert(c.host, stats);
+    }
+    ph.mark("captures stopped");
+
+    let ports: BTreeSet<(Transport, u16)> = PORTS.iter().copied().collect();
+    // One tshark per node, in parallel.
+    let per_node: Vec<Result<_>> = std::thread::scope(|s| {
+        let hs: Vec<_> = caps
+            .iter()
+            .map(|c| s.spawn(|| oracle::port_counts(&c.pcap, c.host, &ports)))
+            .collect();
+        hs.into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    let mut counts = BTreeMap::new();
+    for (c, r) in caps.iter().zip(per_node) {
+        counts.insert(c.host, r?);
+    }
+    if let Some(dest) = &opts.keep_pcaps {
+        std::fs::create_dir_all(dest).map_err(io_err("creating", dest))?;
+        for c in &caps {
+            let to = dest.join(format!("{}.pcap", c.host.name()));
+            std::fs::copy(&c.pcap, &to).map_err(io_err("copying capture to", &to))?;
+        }
+    }
+    ph.mark("oracle (tshark)");
+
+    let leftovers = lab.close();
+    ph.mark("teardown");
+    Ok(Outcome {
+        id,
+        ready_after: d.ready_after,
+        zk_leader: d.zk_leader,
+        workload,
+        oracle: counts,
+        captures,
+        quiet,
+        phases: ph.list,
+        leftovers,
+    })
+}
+
+/// SIGSTOPs every process in the host namespaces except `keep`, and waits until all are stopped.
+fn freeze(lab: &Lab, keep: &BTreeSet<u32>) -> Result<()> {
+    let mut stopped = Vec::new();
+    for h in Host::ALL {
+        for pid in lab.pids(h) {
+            if !keep.contains(&pid) {
+                signal(pid, libc::SIGSTOP);
+                stopped.push(pid);
+            }
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let running: Vec<u32> = stopped
+            .iter()
+            .copied()
+            .filter(|&p| state(p).is_some_and(|s| s != 'T' && s != 't' && s != 'Z'))
+            .collect();
+        if running.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(ClusterError::UnexpectedOutput {
+                command: "SIGSTOP to the daemons".into(),
+                expected: "every process stopped".into(),
+                output: format!("still running: {running:?}"),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .next()?
+        .chars()
+        .next()
+}
