@@ -146,7 +146,7 @@ impl Host for ProcFs {
         })?;
         let nums: Vec<u16> = text
             .split_whitespace()
-            .map(str::parse)
+            .map(str::parse::<u16>)
             .collect::<Result<_, _>>()
             .map_err(|_| parse_err(&path, 1, "two port numbers", &text))?;
         match nums[..] {
