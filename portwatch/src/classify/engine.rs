@@ -21,10 +21,10 @@ use crate::spec::{DirectionSpec, Entry, Ports, TransportSpec};
 pub(crate) const MAX_UNKNOWN_GROUPS: usize = 200;
 
 /// An entry that can match traffic, with what matching needs precomputed.
-struct Rule<'a> {
+pub(crate) struct Rule<'a> {
     idx: usize,
-    e: &'a Entry,
-    r: EntryRef,
+    pub(crate) e: &'a Entry,
+    pub(crate) r: EntryRef,
     /// Distinct ports covered (0 for port-less entries): smaller is more specific.
     width: u32,
 }
@@ -198,7 +198,7 @@ fn is_infrastructure(f: &FlowRecord) -> bool {
     f.key.transport == Transport::Icmpv6 && matches!((f.key.local.port >> 8) as u8, 130..=137 | 143)
 }
 
-struct Ctx<'a> {
+pub(crate) struct Ctx<'a> {
     input: &'a ClassifyInput<'a>,
     rules: Vec<Rule<'a>>,
     /// (transport, port) -> listeners that accept on it, for process checks.
@@ -259,29 +259,90 @@ impl<'a> Ctx<'a> {
     }
 }
 
-pub(crate) fn run(input: &ClassifyInput<'_>) -> Findings {
-    let rules: Vec<Rule> = input
-        .spec
-        .entries
-        .iter()
-        .enumerate()
-        .filter(|(_, e)| e.is_network())
-        .map(|(idx, e)| Rule {
-            idx,
-            e,
-            r: entry_ref(e),
-            width: e.ports.port_count(),
-        })
-        .collect();
-    let mut listening: BTreeMap<(Transport, u16), Vec<&Listener>> = BTreeMap::new();
-    for l in input.listeners.unwrap_or_default() {
-        listening.entry((l.transport, l.port)).or_default().push(l);
+impl<'a> Ctx<'a> {
+    pub(crate) fn new(input: &'a ClassifyInput<'a>) -> Self {
+        let rules: Vec<Rule> = input
+            .spec
+            .entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.is_network())
+            .map(|(idx, e)| Rule {
+                idx,
+                e,
+                r: entry_ref(e),
+                width: e.ports.port_count(),
+            })
+            .collect();
+        let mut listening: BTreeMap<(Transport, u16), Vec<&Listener>> = BTreeMap::new();
+        for l in input.listeners.unwrap_or_default() {
+            listening.entry((l.transport, l.port)).or_default().push(l);
+        }
+        Ctx {
+            input,
+            rules,
+            listening,
+        }
     }
-    let ctx = Ctx {
-        input,
-        rules,
-        listening,
-    };
+
+    /// How one listening socket stands against the spec.
+    pub(crate) fn judge(&self, l: &Listener) -> Judged<'_, 'a> {
+        if canonical(l.addr).is_loopback() {
+            return Judged::LoopbackOnly;
+        }
+        if l.transport == Transport::Udp && self.input.ephemeral.contains(l.port) {
+            return Judged::EphemeralUdp;
+        }
+        let matching: Vec<&Rule> = self
+            .rules
+            .iter()
+            .filter(|r| {
+                r.admits(l.transport)
+                    && r.covers(l.transport, Some(l.port))
+                    && r.allows(Role::Server)
+            })
+            .collect();
+        if matching.is_empty() {
+            return Judged::Undocumented;
+        }
+        let mut matching = matching;
+        if matching.iter().any(|r| !r.e.flags.dynamic_range) {
+            matching.retain(|r| !r.e.flags.dynamic_range);
+        }
+        let naming: Vec<&Rule> = matching
+            .iter()
+            .copied()
+            .filter(|r| !r.e.processes.is_empty())
+            .collect();
+        let names: Vec<&str> = l.processes.iter().flat_map(|p| p.names()).collect();
+        let mismatch = if l.processes.is_empty()
+            || naming.is_empty()
+            || naming
+                .iter()
+                .any(|r| process_matches(&r.e.processes, &names))
+        {
+            None
+        } else {
+            Some(self.most_specific(naming, None)[0])
+        };
+        Judged::Documented { matching, mismatch }
+    }
+}
+
+/// A listener's standing against the spec.
+pub(crate) enum Judged<'r, 'a> {
+    LoopbackOnly,
+    EphemeralUdp,
+    Undocumented,
+    Documented {
+        matching: Vec<&'r Rule<'a>>,
+        /// The entry whose named process the owner is not.
+        mismatch: Option<&'r Rule<'a>>,
+    },
+}
+
+pub(crate) fn run(input: &ClassifyInput<'_>) -> Findings {
+    let ctx = Ctx::new(input);
     let dctx = DirectionContext {
         listeners: input.listeners,
         ephemeral: input.ephemeral,
@@ -696,61 +757,33 @@ fn listener_findings(ctx: &Ctx<'_>, ls: &[Listener], out: &mut Vec<Finding>) -> 
         total: ls.len() as u64,
         ..ListenerSummary::default()
     };
-    let eph = ctx.input.ephemeral;
     // Undocumented listeners and process mismatches, grouped by (transport, port).
     let mut undocumented: BTreeMap<(Transport, u16), (BTreeSet<IpAddr>, BTreeSet<String>)> =
         BTreeMap::new();
-    let mut mismatch: BTreeMap<(usize, Transport, u16), BTreeSet<String>> = BTreeMap::new();
+    let mut mismatch_groups: BTreeMap<(usize, Transport, u16), BTreeSet<String>> = BTreeMap::new();
     for l in ls {
         if l.processes.is_empty() {
             sum.without_process += 1;
         }
-        if canonical(l.addr).is_loopback() {
-            sum.loopback_only += 1;
-            continue;
+        match ctx.judge(l) {
+            Judged::LoopbackOnly => sum.loopback_only += 1,
+            Judged::EphemeralUdp => sum.ephemeral_udp += 1,
+            Judged::Undocumented => {
+                sum.undocumented += 1;
+                let u = undocumented.entry((l.transport, l.port)).or_default();
+                u.0.insert(l.addr);
+                u.1.extend(l.processes.iter().map(|p| p.name.clone()));
+            }
+            Judged::Documented { mismatch, .. } => {
+                sum.documented += 1;
+                if let Some(r) = mismatch {
+                    mismatch_groups
+                        .entry((r.idx, l.transport, l.port))
+                        .or_default()
+                        .extend(l.processes.iter().map(|p| p.name.clone()));
+                }
+            }
         }
-        if l.transport == Transport::Udp && eph.contains(l.port) {
-            sum.ephemeral_udp += 1;
-            continue;
-        }
-        let matching: Vec<&Rule> = ctx
-            .rules
-            .iter()
-            .filter(|r| {
-                r.admits(l.transport)
-                    && r.covers(l.transport, Some(l.port))
-                    && r.allows(Role::Server)
-            })
-            .collect();
-        if matching.is_empty() {
-            sum.undocumented += 1;
-            let u = undocumented.entry((l.transport, l.port)).or_default();
-            u.0.insert(l.addr);
-            u.1.extend(l.processes.iter().map(|p| p.name.clone()));
-            continue;
-        }
-        sum.documented += 1;
-        if l.processes.is_empty() {
-            continue;
-        }
-        let naming: Vec<&Rule> = matching
-            .iter()
-            .copied()
-            .filter(|r| !r.e.processes.is_empty())
-            .collect();
-        let names: Vec<&str> = l.processes.iter().flat_map(|p| p.names()).collect();
-        if naming.is_empty()
-            || naming
-                .iter()
-                .any(|r| process_matches(&r.e.processes, &names))
-        {
-            continue;
-        }
-        let r = ctx.most_specific(naming, None)[0];
-        mismatch
-            .entry((r.idx, l.transport, l.port))
-            .or_default()
-            .extend(l.processes.iter().map(|p| p.name.clone()));
     }
     for ((t, port), (addrs, procs)) in undocumented {
         let mut fd = Finding::new(FindingKind::UndocumentedListener {
@@ -762,7 +795,7 @@ fn listener_findings(ctx: &Ctx<'_>, ls: &[Listener], out: &mut Vec<Finding>) -> 
         fd.processes = procs.into_iter().collect();
         out.push(fd);
     }
-    for ((idx, t, port), found) in mismatch {
+    for ((idx, t, port), found) in mismatch_groups {
         let Some(r) = ctx.rules.iter().find(|r| r.idx == idx) else {
             continue;
         };
@@ -792,7 +825,8 @@ fn listener_findings(ctx: &Ctx<'_>, ls: &[Listener], out: &mut Vec<Finding>) -> 
         let ts: Vec<Transport> = match r.e.transport {
             Some(TransportSpec::Tcp) => vec![Transport::Tcp],
             Some(TransportSpec::Udp) => vec![Transport::Udp],
-            _ => continue, // no listener table for sctp, icmp, "any"
+            Some(TransportSpec::Any) => vec![Transport::Tcp, Transport::Udp],
+            _ => continue, // no listener table for sctp and icmp
         };
         let reachable = |port: u16| {
             ts.iter().any(|t| {

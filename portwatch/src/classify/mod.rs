@@ -5,6 +5,7 @@ pub mod direction;
 pub mod distribution;
 mod engine;
 pub mod findings;
+pub mod listeners;
 mod wellknown;
 
 use std::collections::BTreeMap;
@@ -17,6 +18,7 @@ pub use distribution::{Distribution, DistributionError, Recorder};
 pub use findings::{
     EntryRef, Finding, FindingKind, PeerStat, PortCountsInOut, Severity, TOP_PEERS, Traffic,
 };
+pub use listeners::{JudgedListener, ListenerVerdict, judge_listeners};
 
 use crate::flow::Snapshot;
 use crate::host::{Listener, PortRange};

@@ -2,10 +2,12 @@
 //! text, Markdown) that write to any `impl Write`, the cluster merge, and the sink that writes
 //! files atomically. Renderers do no I/O of their own beyond the writer they are given.
 pub mod json;
+pub mod listeners;
 pub mod markdown;
 pub mod merge;
 pub mod model;
 pub mod sink;
+pub mod suggest;
 pub mod text;
 mod units;
 

@@ -312,3 +312,35 @@ fn atomic_writes_replace_whole_files_and_leave_no_temporaries() {
         "portwatch-node-a-20260101T001000Z"
     );
 }
+
+#[test]
+fn suggested_entries_parse_as_a_spec_and_cover_the_undocumented_traffic() {
+    let reports = [build("node-a"), build("node-b")];
+    let inv = inventory();
+    let sg = suggest::suggest(&reports);
+    let subjects: Vec<String> = sg
+        .iter()
+        .map(|s| format!("{}/{:?} {}", s.transport, s.port, s.role))
+        .collect();
+    assert_eq!(subjects, ["tcp/Some(8080) inbound"]);
+    assert_eq!(sg[0].nodes.len(), 2);
+    assert_eq!(sg[0].traffic.flows, 2);
+    let toml = suggest::to_toml(&sg, &reports, Some(&inv), "observed");
+    let spec =
+        crate::spec::Spec::parse(&toml, "draft.toml").unwrap_or_else(|e| panic!("{e}\n{toml}"));
+    assert_eq!(spec.entries.len(), 1);
+    let e = &spec.entries[0];
+    assert_eq!(e.id, "observed-tcp-8080-inbound");
+    assert_eq!(e.processes, ["python3"]);
+    assert_eq!(
+        e.sources
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        ["10.0.0.9"]
+    );
+    assert!(
+        toml.contains("# Seen on node-a, node-b: 2 flow(s)"),
+        "{toml}"
+    );
+}
