@@ -5,7 +5,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod analyze;
+pub mod listeners;
+pub mod merge;
 pub mod spec;
+pub mod suggest;
 
 /// Documented exit codes.
 pub mod exit {
@@ -44,6 +47,10 @@ pub enum Command {
     Analyze(analyze::AnalyzeArgs),
     /// Check a port spec or import a vendor port table into a draft spec.
     Spec(spec::SpecArgs),
+    /// List listening sockets against a spec, without capture.
+    Listeners(listeners::ListenersArgs),
+    /// Merge node reports into the cluster view.
+    Merge(merge::MergeArgs),
 }
 
 /// Runs a parsed command line.
@@ -51,5 +58,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Analyze(a) => analyze::run(a),
         Command::Spec(a) => spec::run(a),
+        Command::Listeners(a) => listeners::run(a),
+        Command::Merge(a) => merge::run(a),
     }
 }

@@ -30,6 +30,8 @@ pub enum SpecCommand {
     ///
     /// Every row the importer was unsure of carries an `# unsure:` comment in the draft.
     Import(ImportArgs),
+    /// Draft spec entries for the undocumented traffic in node reports.
+    Suggest(super::suggest::SuggestArgs),
 }
 
 /// Output formats of `spec check`.
@@ -89,6 +91,7 @@ pub fn run(args: SpecArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         SpecCommand::Check(a) => check(a, &mut std::io::stdout().lock()),
         SpecCommand::Import(a) => import_doc(a),
+        SpecCommand::Suggest(a) => super::suggest::run(a),
     }
 }
 
