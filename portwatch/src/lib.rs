@@ -14,3 +14,4 @@ pub mod inventory;
 pub mod netif;
 pub mod report;
 pub mod spec;
+pub mod store;
