@@ -1,6 +1,8 @@
 //! Capture backends: the seam between the outside world (kernel maps, libpcap, capture files)
 //! and the observation model. Backends only produce [`Snapshot`]s; they never consult the spec.
 pub mod decode;
+#[cfg(target_os = "linux")]
+pub mod ebpf;
 pub mod fake;
 pub mod file;
 #[doc(hidden)]

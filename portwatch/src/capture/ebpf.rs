@@ -1,0 +1,1123 @@
+//! The eBPF capture backend (Linux): loads portwatch's TC programs, attaches them to network
+//! interfaces, and turns the kernel's maps into [`Snapshot`]s. It owns everything between the
+//! kernel and the observation model; it never consults the spec and never reads the clock
+//! except through [`crate::clock`].
+//!
+//! # Library API
+//!
+//! ```no_run
+//! use portwatch::capture::Backend;
+//! use portwatch::capture::ebpf::{EbpfBackend, EbpfConfig};
+//! # fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! let mut backend = EbpfBackend::open(EbpfConfig {
+//!     ifaces: None,            // every interface that is up, except lo
+//!     include_lo: false,
+//!     flow_capacity: 65_536,   // flow-detail map size
+//!     ..EbpfConfig::default()  // pin_dir /sys/fs/bpf/portwatch, state_dir /run/portwatch
+//! })?;
+//! let now = 0; // from the agent's Clock
+//! let snapshot = backend.collect(now)?;        // deltas since the previous collect
+//! let attached = backend.refresh_interfaces()?; // interfaces that appeared since
+//! backend.close()?;                              // or drop: detaches from every interface
+//! # Ok(()) }
+//! ```
+//!
+//! # What the kernel keeps
+//! - `PW_PORT_TOTALS`: per-CPU per-port totals keyed by (protocol, port, side, direction). The
+//!   program only adds; userspace never deletes. Each [`Backend::collect`] reads them and
+//!   reports the difference from a *baseline*, the totals as of the previous interval.
+//! - `PW_FLOWS`: bounded 5-tuple detail, drained each interval (iterate keys, then one
+//!   `BPF_MAP_LOOKUP_AND_DELETE_ELEM` per key). Insert failures are counted, never silent.
+//! - `PW_COUNTERS`: per-CPU health counters, read as deltas like the totals.
+//!
+//! All three are pinned under `pin_dir`, so a restarted agent continues from them.
+//!
+//! # Restart without loss or double counting
+//! The baseline lives in `state_dir/<pin dir>.baseline`, replaced atomically (temporary file,
+//! fsync, rename) *after* the kernel maps were read and *before* the snapshot is returned. A
+//! crash before the rename leaves the previous baseline in place: the next agent reports the
+//! same counts again, together with everything newer, in its first interval (nothing lost, and
+//! nothing was handed out twice since the crashed collect never returned). A crash after the
+//! rename happens after the only I/O, while returning. The file names the kernel ids of the maps
+//! and the boot id: a baseline is never applied to other maps. When the maps are reused but no
+//! usable baseline exists, the agent starts from the current totals (it may under-report what
+//! preceded it, never over-report). Flow detail drained in the interval of a crash is lost (it
+//! is approximate by design; totals stay exact). TCX links die with the agent, so a killed agent
+//! leaves nothing attached; netlink (pre-6.6) filters it left are removed on start.
+//!
+//! Interfaces are those of the network namespace of the thread that calls [`EbpfBackend::open`]
+//! and [`Backend::refresh_interfaces`].
+mod account;
+pub mod iface;
+mod state;
+mod sys;
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use aya::maps::{MapData, MapError, MapInfo, MapType, PerCpuArray, PerCpuHashMap};
+use aya::programs::tc::{self, SchedClassifierLinkId, TcAttachType};
+use aya::programs::{ProgramError, SchedClassifier};
+use aya::{Ebpf, EbpfLoader};
+use portwatch_common as common;
+use portwatch_common::{Counters, FlowKey as KFlowKey, FlowValue, PortCounters, PortKey};
+
+use super::{Backend, BackendKind};
+use crate::clock::{MonotonicOffset, UnixNanos};
+use crate::flow::Snapshot;
+use account::Reading;
+pub use state::StateError;
+use state::{Baseline, Identity};
+pub use sys::TestRun;
+
+/// The eBPF object built by build.rs (empty when built without the eBPF toolchain).
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/portwatch"));
+
+/// The capabilities the backend needs, as printed in permission errors.
+pub const NEEDED_CAPS: &str = "CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON";
+
+/// How to run the eBPF backend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EbpfConfig {
+    /// Interfaces to observe; `None` means every interface that is up, except loopback.
+    pub ifaces: Option<Vec<String>>,
+    /// With `ifaces: None`, observe loopback too.
+    pub include_lo: bool,
+    /// Capacity of the flow-detail map (flows per interval).
+    pub flow_capacity: u32,
+    /// bpffs directory where the maps are pinned.
+    pub pin_dir: PathBuf,
+    /// Directory for the baseline file and the lock (tmpfs is right: the maps live in memory
+    /// too).
+    pub state_dir: PathBuf,
+}
+
+impl Default for EbpfConfig {
+    fn default() -> Self {
+        Self {
+            ifaces: None,
+            include_lo: false,
+            flow_capacity: common::DEFAULT_FLOW_CAPACITY,
+            pin_dir: PathBuf::from("/sys/fs/bpf/portwatch"),
+            state_dir: PathBuf::from("/run/portwatch"),
+        }
+    }
+}
+
+/// Errors of the eBPF backend.
+#[derive(Debug, thiserror::Error)]
+pub enum EbpfError {
+    /// The kernel refused an operation for lack of privileges.
+    #[error(
+        "{operation} was refused (permission denied): the eBPF backend needs {NEEDED_CAPS} \
+         (or root). Run as root, or grant them with \
+         `sudo setcap cap_bpf,cap_net_admin,cap_perfmon+ep $(command -v portwatch)`; \
+         on kernels before 5.8 CAP_SYS_ADMIN is needed instead"
+    )]
+    Permission {
+        operation: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// This binary was built without the eBPF object.
+    #[error(
+        "this portwatch was built without its eBPF object (bpf-linker or the pinned nightly \
+         was missing, or PORTWATCH_SKIP_EBPF was set): run `cargo xtask setup` and rebuild, \
+         or use the pcap backend"
+    )]
+    NoObject,
+    /// The pin directory is not on a bpf filesystem.
+    #[error(
+        "pin directory {path} is not on a bpf filesystem (found filesystem magic {magic:#x}): \
+         mount one with `mount -t bpf bpf /sys/fs/bpf` or choose another pin directory"
+    )]
+    NotBpffs { path: PathBuf, magic: i64 },
+    /// A directory or file the backend needs could not be created or opened.
+    #[error("{what} {path}: {op} failed")]
+    Fs {
+        what: &'static str,
+        path: PathBuf,
+        op: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    /// Another agent holds the lock of this pin directory.
+    #[error("another portwatch agent uses pin directory {pin_dir} (lock {lock} is held)")]
+    AlreadyRunning { pin_dir: PathBuf, lock: PathBuf },
+    /// Loading the eBPF object (maps, programs' relocations) failed.
+    #[error("loading the eBPF object failed")]
+    Load(#[source] aya::EbpfError),
+    /// The object lacks a program or map it should have.
+    #[error("the eBPF object has no {kind} named {name}")]
+    Missing { kind: &'static str, name: String },
+    /// A program failed to load (verifier) or to attach/detach.
+    #[error("program {program}: {op} failed")]
+    Program {
+        program: &'static str,
+        op: String,
+        #[source]
+        source: ProgramError,
+    },
+    /// A map operation failed.
+    #[error("map {map}: {op} failed")]
+    Map {
+        map: &'static str,
+        op: &'static str,
+        #[source]
+        source: MapError,
+    },
+    /// A raw bpf(2) call on a map failed.
+    #[error("map {map}: {op} failed")]
+    Syscall {
+        map: &'static str,
+        op: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    /// A named interface does not exist.
+    #[error("interface {name} does not exist (interfaces here: {available})")]
+    NoSuchInterface { name: String, available: String },
+    /// Listing interfaces failed.
+    #[error("listing network interfaces failed")]
+    Interfaces(#[source] io::Error),
+    /// The baseline file could not be read or written.
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// Whether `err`'s cause chain contains EPERM or EACCES.
+fn is_permission(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<io::Error>()
+            && matches!(io.raw_os_error(), Some(libc::EPERM | libc::EACCES))
+        {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}
+
+/// Wraps `err` as a permission error when that is what it is.
+fn or_permission<E>(
+    operation: impl Into<String>,
+    err: E,
+    other: impl FnOnce(E) -> EbpfError,
+) -> EbpfError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    if is_permission(&err) {
+        EbpfError::Permission {
+            operation: operation.into(),
+            source: Box::new(err),
+        }
+    } else {
+        other(err)
+    }
+}
+
+/// Cumulative kernel counters since the maps were created (summed over CPUs), for diagnostics
+/// and tests; [`Snapshot::health`] carries the per-interval view.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelCounters {
+    /// Indexed by `portwatch_common::CNT_*`.
+    pub c: [u64; common::COUNTERS_LEN],
+}
+
+impl KernelCounters {
+    /// The counter at `portwatch_common::CNT_*` index `i`.
+    pub fn get(&self, i: usize) -> u64 {
+        self.c.get(i).copied().unwrap_or(0)
+    }
+}
+
+/// The seam between the backend and the kernel maps (a fake drives the backend in tests).
+pub(crate) trait KernelMaps: Send {
+    /// Reads the cumulative totals and counters and drains the flow map.
+    fn read(&mut self) -> Result<Reading, EbpfError>;
+    /// Reads the cumulative counters only.
+    fn counters(&self) -> Result<[u64; common::COUNTERS_LEN], EbpfError>;
+    /// Which maps these are.
+    fn identity(&self) -> &Identity;
+}
+
+/// The real maps.
+struct AyaMaps {
+    totals: PerCpuHashMap<MapData, PortKey, PortCounters>,
+    counters: PerCpuArray<MapData, Counters>,
+    flows: MapData,
+    flow_capacity: u32,
+    identity: Identity,
+}
+
+impl KernelMaps for AyaMaps {
+    fn read(&mut self) -> Result<Reading, EbpfError> {
+        let counters = self.counters()?;
+        let mut totals = std::collections::HashMap::new();
+        for item in self.totals.iter() {
+            let (k, per_cpu) = item.map_err(|source| EbpfError::Map {
+                map: common::MAP_PORT_TOTALS,
+                op: "read",
+                source,
+            })?;
+            let mut sum = PortCounters::default();
+            for v in per_cpu.iter() {
+                sum.packets += v.packets;
+                sum.segments += v.segments;
+                sum.bytes += v.bytes;
+                sum.syn += v.syn;
+                sum.synack += v.synack;
+                sum.fin += v.fin;
+                sum.rst += v.rst;
+            }
+            totals.insert(k, sum);
+        }
+        let flows = self.drain_flows()?;
+        Ok(Reading {
+            totals,
+            counters,
+            flows,
+        })
+    }
+
+    fn counters(&self) -> Result<[u64; common::COUNTERS_LEN], EbpfError> {
+        let per_cpu = self.counters.get(&0, 0).map_err(|source| EbpfError::Map {
+            map: common::MAP_COUNTERS,
+            op: "read",
+            source,
+        })?;
+        let mut sum = [0u64; common::COUNTERS_LEN];
+        for v in per_cpu.iter() {
+            for (s, x) in sum.iter_mut().zip(v.c) {
+                *s += x;
+            }
+        }
+        Ok(sum)
+    }
+
+    fn identity(&self) -> &Identity {
+        &self.identity
+    }
+}
+
+impl AyaMaps {
+    /// Iterates the keys first (deleting while iterating would restart the walk), then looks
+    /// up and deletes each one.
+    fn drain_flows(&self) -> Result<Vec<(KFlowKey, FlowValue)>, EbpfError> {
+        let fd = self.flows.fd().as_fd();
+        let sys = |op| {
+            move |source| EbpfError::Syscall {
+                map: common::MAP_FLOWS,
+                op,
+                source,
+            }
+        };
+        // New flows keep arriving while we walk: bound the walk to the map's capacity.
+        let mut keys: Vec<KFlowKey> = Vec::new();
+        let mut cur: Option<KFlowKey> = None;
+        while keys.len() < self.flow_capacity as usize {
+            match sys::map_next_key(fd, cur.as_ref()).map_err(sys("BPF_MAP_GET_NEXT_KEY"))? {
+                Some(k) => {
+                    keys.push(k);
+                    cur = Some(k);
+                }
+                None => break,
+            }
+        }
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            if let Some(v) = sys::map_lookup_and_delete::<_, FlowValue>(fd, &k)
+                .map_err(sys("BPF_MAP_LOOKUP_AND_DELETE_ELEM"))?
+            {
+                out.push((k, v));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Baseline bookkeeping around a [`KernelMaps`]: the part of the backend that runs in tests
+/// without a kernel.
+pub(crate) struct Collector<M> {
+    maps: M,
+    state_path: PathBuf,
+    baseline: Baseline,
+    start: UnixNanos,
+}
+
+impl<M: KernelMaps> Collector<M> {
+    /// Picks up the persisted baseline when it belongs to these maps. `fresh` says the maps
+    /// were just created (empty): without a baseline they start from zero; reused maps without
+    /// a usable baseline start from their current totals (never report a count twice).
+    pub(crate) fn new(maps: M, state_path: PathBuf, fresh: bool) -> Result<Self, EbpfError> {
+        let loaded = match state::load(&state_path) {
+            Ok(l) => l,
+            Err(e @ StateError::Corrupt { .. }) => {
+                tracing::warn!("{e}; starting from the current kernel totals");
+                None
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let mut c = Self {
+            maps,
+            state_path,
+            baseline: Baseline::default(),
+            start: 0,
+        };
+        match loaded {
+            Some((id, b)) if id == *c.maps.identity() => {
+                tracing::info!(
+                    seq = b.seq,
+                    "continuing per-port totals from the pinned maps and {}",
+                    c.state_path.display()
+                );
+                c.start = b.last_end;
+                c.baseline = b;
+            }
+            _ if fresh => {}
+            _ => {
+                // Reused maps, no baseline for them: everything counted so far is skipped.
+                let r = c.maps.read()?;
+                let skipped = r.counters[common::CNT_PACKETS];
+                tracing::warn!(
+                    skipped_packets = skipped,
+                    "pinned maps exist without a matching baseline in {}: starting from their \
+                     current totals",
+                    c.state_path.display()
+                );
+                c.baseline = Baseline {
+                    seq: 0,
+                    last_end: 0,
+                    counters: r.counters,
+                    totals: r.totals,
+                };
+                state::save(&c.state_path, c.maps.identity(), &c.baseline)?;
+            }
+        }
+        Ok(c)
+    }
+
+    /// Reads the maps and works out the interval without persisting anything (a crash right
+    /// after this must not change what the next agent reports).
+    pub(crate) fn read_interval(
+        &mut self,
+        now: UnixNanos,
+        offset: &MonotonicOffset,
+    ) -> Result<(Snapshot, Baseline), EbpfError> {
+        let reading = self.maps.read()?;
+        let start = if self.start == 0 { now } else { self.start };
+        Ok(account::account(
+            &self.baseline,
+            reading,
+            offset,
+            start,
+            now,
+        ))
+    }
+
+    /// Ends the interval at `now`: read, persist the new baseline, hand out the deltas.
+    pub(crate) fn collect(
+        &mut self,
+        now: UnixNanos,
+        offset: &MonotonicOffset,
+    ) -> Result<Snapshot, EbpfError> {
+        let (snap, next) = self.read_interval(now, offset)?;
+        state::save(&self.state_path, self.maps.identity(), &next)?;
+        self.baseline = next;
+        self.start = now;
+        Ok(snap)
+    }
+}
+
+/// One interface the programs are attached to.
+struct Attached {
+    index: u32,
+    ingress: SchedClassifierLinkId,
+    egress: SchedClassifierLinkId,
+}
+
+/// The eBPF backend. Dropping it detaches the programs from every interface.
+pub struct EbpfBackend {
+    // Field order matters: `ebpf` owns the links and is dropped (detached) first.
+    ebpf: Ebpf,
+    attached: BTreeMap<String, Attached>,
+    collector: Collector<AyaMaps>,
+    cfg: EbpfConfig,
+    _lock: File,
+}
+
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+fn fs_err(
+    what: &'static str,
+    path: &Path,
+    op: &'static str,
+) -> impl FnOnce(io::Error) -> EbpfError {
+    let path = path.to_owned();
+    move |source| EbpfError::Fs {
+        what,
+        path,
+        op,
+        source,
+    }
+}
+
+/// A file name for `pin_dir` ("/sys/fs/bpf/portwatch" -> "sys-fs-bpf-portwatch").
+fn state_name(pin_dir: &Path) -> String {
+    let s: String = pin_dir
+        .to_string_lossy()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    s.trim_matches('-').to_owned()
+}
+
+fn statfs_magic(path: &Path) -> io::Result<i64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: statfs fills the struct we own; `c` is NUL-terminated.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(st.f_type as i64)
+}
+
+/// What a pinned map must look like to be reused.
+struct Expect {
+    name: &'static str,
+    map_type: MapType,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    flags: u32,
+}
+
+fn matches_pin(info: &MapInfo, e: &Expect) -> bool {
+    info.map_type().ok() == Some(e.map_type)
+        && info.key_size() == e.key_size
+        && info.value_size() == e.value_size
+        && info.max_entries() == e.max_entries
+        && info.map_flags() == e.flags
+}
+
+/// Removes pinned maps that do not match this build's layout or configuration. Returns true
+/// when the totals and counters maps are reused (they hold earlier counts).
+fn check_pins(pin_dir: &Path, flow_capacity: u32) -> Result<bool, EbpfError> {
+    use std::mem::size_of;
+    let totals = Expect {
+        name: common::MAP_PORT_TOTALS,
+        map_type: MapType::PerCpuHash,
+        key_size: size_of::<PortKey>() as u32,
+        value_size: size_of::<PortCounters>() as u32,
+        max_entries: common::PORT_TOTALS_CAPACITY,
+        flags: common::BPF_F_NO_PREALLOC,
+    };
+    let counters = Expect {
+        name: common::MAP_COUNTERS,
+        map_type: MapType::PerCpuArray,
+        key_size: 4,
+        value_size: size_of::<Counters>() as u32,
+        max_entries: 1,
+        flags: 0,
+    };
+    let flows = Expect {
+        name: common::MAP_FLOWS,
+        map_type: MapType::Hash,
+        key_size: size_of::<KFlowKey>() as u32,
+        value_size: size_of::<FlowValue>() as u32,
+        max_entries: flow_capacity,
+        flags: common::BPF_F_NO_PREALLOC,
+    };
+    let state = |e: &Expect| -> Option<bool> {
+        let path = pin_dir.join(e.name);
+        if !path.exists() {
+            return None;
+        }
+        Some(MapInfo::from_pin(&path).is_ok_and(|i| matches_pin(&i, e)))
+    };
+    let unpin = |e: &Expect, why: &str| -> Result<(), EbpfError> {
+        let path = pin_dir.join(e.name);
+        tracing::warn!("removing pinned map {}: {why}", path.display());
+        match fs::remove_file(&path) {
+            Err(err) if err.kind() != io::ErrorKind::NotFound => {
+                Err(fs_err("pinned map", &path, "unlink")(err))
+            }
+            _ => Ok(()),
+        }
+    };
+    let reused = match (state(&totals), state(&counters)) {
+        (Some(true), Some(true)) => true,
+        (None, None) => false,
+        _ => {
+            // Totals and counters go together (one baseline covers both).
+            unpin(
+                &totals,
+                "its layout or its partner map does not match this build",
+            )?;
+            unpin(
+                &counters,
+                "its layout or its partner map does not match this build",
+            )?;
+            false
+        }
+    };
+    if state(&flows) == Some(false) {
+        unpin(
+            &flows,
+            "its capacity or layout differs; undrained flow detail is dropped",
+        )?;
+    }
+    Ok(reused)
+}
+
+impl EbpfBackend {
+    /// Loads the programs and maps (reusing pinned maps), and attaches to the configured
+    /// interfaces on TC ingress and egress.
+    pub fn open(cfg: EbpfConfig) -> Result<Self, EbpfError> {
+        if OBJECT.is_empty() {
+            return Err(EbpfError::NoObject);
+        }
+        raise_memlock();
+        fs::create_dir_all(&cfg.state_dir).map_err(fs_err(
+            "state directory",
+            &cfg.state_dir,
+            "create",
+        ))?;
+        let name = state_name(&cfg.pin_dir);
+        let lock_path = cfg.state_dir.join(format!("{name}.lock"));
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(fs_err("lock file", &lock_path, "open"))?;
+        // SAFETY: flock on an fd we own.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(EbpfError::AlreadyRunning {
+                pin_dir: cfg.pin_dir.clone(),
+                lock: lock_path,
+            });
+        }
+        fs::create_dir_all(&cfg.pin_dir).map_err(|e| {
+            or_permission(format!("creating {}", cfg.pin_dir.display()), e, |e| {
+                fs_err("pin directory", &cfg.pin_dir, "create")(e)
+            })
+        })?;
+        let magic =
+            statfs_magic(&cfg.pin_dir).map_err(fs_err("pin directory", &cfg.pin_dir, "statfs"))?;
+        if magic != BPF_FS_MAGIC {
+            return Err(EbpfError::NotBpffs {
+                path: cfg.pin_dir.clone(),
+                magic,
+            });
+        }
+        let reused = check_pins(&cfg.pin_dir, cfg.flow_capacity)?;
+        let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(&cfg.pin_dir)
+            .map_max_entries(common::MAP_FLOWS, cfg.flow_capacity)
+            .load(OBJECT)
+            .map_err(|e| or_permission("loading the eBPF maps and programs", e, EbpfError::Load))?;
+        let maps = take_maps(&mut ebpf, &cfg.pin_dir, cfg.flow_capacity)?;
+        let collector = Collector::new(
+            maps,
+            cfg.state_dir.join(format!("{name}.baseline")),
+            !reused,
+        )?;
+        for prog in [common::PROG_INGRESS, common::PROG_EGRESS] {
+            classifier(&mut ebpf, prog)?
+                .load()
+                .map_err(|e| prog_err(prog, "load (verifier)", e))?;
+        }
+        let mut me = Self {
+            ebpf,
+            attached: BTreeMap::new(),
+            collector,
+            cfg,
+            _lock: lock,
+        };
+        let all = iface::list().map_err(EbpfError::Interfaces)?;
+        if let Some(wanted) = &me.cfg.ifaces {
+            for w in wanted {
+                if !all.iter().any(|i| i.name == *w) {
+                    let available = all
+                        .iter()
+                        .map(|i| i.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    return Err(EbpfError::NoSuchInterface {
+                        name: w.clone(),
+                        available,
+                    });
+                }
+            }
+        }
+        me.attach_new(&all)?;
+        Ok(me)
+    }
+
+    /// Attaches to the selected interfaces in `all` that are not attached yet (or were
+    /// re-created under the same name); forgets interfaces that disappeared.
+    fn attach_new(&mut self, all: &[iface::IfaceInfo]) -> Result<Vec<String>, EbpfError> {
+        // Interfaces that vanished took their TCX links with them.
+        let gone: Vec<String> = self
+            .attached
+            .iter()
+            .filter(|(n, a)| !all.iter().any(|i| i.name == **n && i.index == a.index))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for n in gone {
+            if let Some(a) = self.attached.remove(&n) {
+                tracing::info!(iface = %n, "interface gone or re-created; forgetting its links");
+                let _ =
+                    classifier(&mut self.ebpf, common::PROG_INGRESS).map(|p| p.detach(a.ingress));
+                let _ = classifier(&mut self.ebpf, common::PROG_EGRESS).map(|p| p.detach(a.egress));
+            }
+        }
+        let mut added = Vec::new();
+        for i in iface::select(all, self.cfg.ifaces.as_deref(), self.cfg.include_lo) {
+            if self.attached.contains_key(&i.name) {
+                continue;
+            }
+            let legacy = !tcx_available();
+            if legacy {
+                // Filters a killed agent left behind (netlink filters outlive their process).
+                let _ =
+                    tc::qdisc_detach_program(&i.name, TcAttachType::Ingress, common::PROG_INGRESS);
+                let _ =
+                    tc::qdisc_detach_program(&i.name, TcAttachType::Egress, common::PROG_EGRESS);
+                let _ = tc::qdisc_add_clsact(&i.name);
+            }
+            let ingress = self.attach_one(common::PROG_INGRESS, &i.name, TcAttachType::Ingress)?;
+            let egress = match self.attach_one(common::PROG_EGRESS, &i.name, TcAttachType::Egress) {
+                Ok(l) => l,
+                Err(e) => {
+                    let _ =
+                        classifier(&mut self.ebpf, common::PROG_INGRESS).map(|p| p.detach(ingress));
+                    return Err(e);
+                }
+            };
+            tracing::info!(iface = %i.name, tcx = !legacy, "attached on ingress and egress");
+            self.attached.insert(
+                i.name.clone(),
+                Attached {
+                    index: i.index,
+                    ingress,
+                    egress,
+                },
+            );
+            added.push(i.name);
+        }
+        Ok(added)
+    }
+
+    fn attach_one(
+        &mut self,
+        prog: &'static str,
+        ifname: &str,
+        hook: TcAttachType,
+    ) -> Result<SchedClassifierLinkId, EbpfError> {
+        classifier(&mut self.ebpf, prog)?
+            .attach(ifname, hook)
+            .map_err(|e| {
+                let op = format!(
+                    "attach to {ifname} {}",
+                    if hook == TcAttachType::Ingress {
+                        "ingress"
+                    } else {
+                        "egress"
+                    }
+                );
+                prog_err(prog, &op, e)
+            })
+    }
+
+    /// Detaches from every interface and releases the maps (they stay pinned).
+    pub fn close(mut self) -> Result<(), EbpfError> {
+        let attached = std::mem::take(&mut self.attached);
+        let mut first_err = None;
+        for (name, a) in attached {
+            for (prog, link) in [
+                (common::PROG_INGRESS, a.ingress),
+                (common::PROG_EGRESS, a.egress),
+            ] {
+                let r = classifier(&mut self.ebpf, prog).and_then(|p| {
+                    p.detach(link)
+                        .map_err(|e| prog_err(prog, &format!("detach from {name}"), e))
+                });
+                if let Err(e) = r {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Cumulative kernel counters since the maps were created.
+    pub fn kernel_counters(&self) -> Result<KernelCounters, EbpfError> {
+        Ok(KernelCounters {
+            c: self.collector.maps.counters()?,
+        })
+    }
+
+    /// The configuration the backend runs with.
+    pub fn config(&self) -> &EbpfConfig {
+        &self.cfg
+    }
+
+    /// Runs program `prog` (`PROG_INGRESS` or `PROG_EGRESS`) `repeat` times on `frame` with
+    /// `BPF_PROG_TEST_RUN`: the kernel's own per-packet cost measurement. The runs count into
+    /// the same maps as real traffic.
+    pub fn test_run(
+        &mut self,
+        prog: &'static str,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<TestRun, EbpfError> {
+        let p = classifier(&mut self.ebpf, prog)?;
+        let fd = p.fd().map_err(|e| prog_err(prog, "get fd", e))?;
+        sys::prog_test_run(fd.as_fd(), frame, repeat).map_err(|e| {
+            or_permission("BPF_PROG_TEST_RUN", e, |source| EbpfError::Syscall {
+                map: "-",
+                op: "BPF_PROG_TEST_RUN",
+                source,
+            })
+        })
+    }
+}
+
+fn prog_err(program: &'static str, op: &str, e: ProgramError) -> EbpfError {
+    or_permission(format!("program {program}: {op}"), e, |source| {
+        EbpfError::Program {
+            program,
+            op: op.to_owned(),
+            source,
+        }
+    })
+}
+
+fn classifier<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut SchedClassifier, EbpfError> {
+    ebpf.program_mut(name)
+        .ok_or(EbpfError::Missing {
+            kind: "program",
+            name: name.to_owned(),
+        })?
+        .try_into()
+        .map_err(|e| prog_err(name, "type check", e))
+}
+
+fn take_maps(ebpf: &mut Ebpf, pin_dir: &Path, flow_capacity: u32) -> Result<AyaMaps, EbpfError> {
+    let mut take = |name: &'static str| {
+        ebpf.take_map(name).ok_or(EbpfError::Missing {
+            kind: "map",
+            name: name.to_owned(),
+        })
+    };
+    let map_err = |map: &'static str| {
+        move |source| EbpfError::Map {
+            map,
+            op: "open",
+            source,
+        }
+    };
+    let totals: PerCpuHashMap<MapData, PortKey, PortCounters> = take(common::MAP_PORT_TOTALS)?
+        .try_into()
+        .map_err(map_err(common::MAP_PORT_TOTALS))?;
+    let counters: PerCpuArray<MapData, Counters> = take(common::MAP_COUNTERS)?
+        .try_into()
+        .map_err(map_err(common::MAP_COUNTERS))?;
+    let flows = match take(common::MAP_FLOWS)? {
+        aya::maps::Map::HashMap(m) => m,
+        _ => {
+            return Err(EbpfError::Missing {
+                kind: "hash map",
+                name: common::MAP_FLOWS.to_owned(),
+            });
+        }
+    };
+    let id = |map: &'static str| {
+        MapInfo::from_pin(pin_dir.join(map))
+            .map(|i| i.id())
+            .map_err(|source| EbpfError::Map {
+                map,
+                op: "info",
+                source,
+            })
+    };
+    let identity = Identity {
+        boot_id: state::boot_id().map_err(fs_err(
+            "boot id",
+            Path::new("/proc/sys/kernel/random/boot_id"),
+            "read",
+        ))?,
+        totals_map_id: id(common::MAP_PORT_TOTALS)?,
+        counters_map_id: id(common::MAP_COUNTERS)?,
+    };
+    Ok(AyaMaps {
+        totals,
+        counters,
+        flows,
+        flow_capacity,
+        identity,
+    })
+}
+
+/// TCX (Linux >= 6.6) links die with their process; older kernels use netlink filters.
+fn tcx_available() -> bool {
+    aya::util::KernelVersion::current().is_ok_and(|v| v >= aya::util::KernelVersion::new(6, 6, 0))
+}
+
+/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; lift it (best effort).
+fn raise_memlock() {
+    let lim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit with a valid struct.
+    let _ = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) };
+}
+
+impl Backend for EbpfBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Ebpf
+    }
+
+    fn collect(
+        &mut self,
+        now: UnixNanos,
+    ) -> Result<Snapshot, Box<dyn std::error::Error + Send + Sync>> {
+        let offset = MonotonicOffset::capture();
+        Ok(self.collector.collect(now, &offset)?)
+    }
+
+    fn refresh_interfaces(
+        &mut self,
+    ) -> Result<Vec<String>, Box<dyn std::error::Error + Send + Sync>> {
+        let all = iface::list().map_err(EbpfError::Interfaces)?;
+        Ok(self.attach_new(&all)?)
+    }
+
+    fn interfaces(&self) -> Vec<String> {
+        self.attached.keys().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// Kernel maps scripted by the test: cumulative totals that only grow, flows to drain.
+    struct FakeMaps {
+        totals: HashMap<PortKey, PortCounters>,
+        counters: [u64; common::COUNTERS_LEN],
+        flows: Vec<(KFlowKey, FlowValue)>,
+        id: Identity,
+    }
+
+    impl FakeMaps {
+        fn new(totals_map_id: u32) -> Self {
+            Self {
+                totals: HashMap::new(),
+                counters: [0; common::COUNTERS_LEN],
+                flows: Vec::new(),
+                id: Identity {
+                    boot_id: "boot".into(),
+                    totals_map_id,
+                    counters_map_id: totals_map_id + 1,
+                },
+            }
+        }
+        fn packets(&mut self, port: u16, n: u64) {
+            let k = PortKey {
+                port,
+                proto: 17,
+                side: common::SIDE_LOCAL,
+                dir: common::DIR_INGRESS,
+                _pad: [0; 3],
+            };
+            let e = self.totals.entry(k).or_default();
+            e.packets += n;
+            e.segments += n;
+            e.bytes += 100 * n;
+            self.counters[common::CNT_PACKETS] += n;
+        }
+    }
+
+    impl KernelMaps for FakeMaps {
+        fn read(&mut self) -> Result<Reading, EbpfError> {
+            Ok(Reading {
+                totals: self.totals.clone(),
+                counters: self.counters,
+                flows: std::mem::take(&mut self.flows),
+            })
+        }
+        fn counters(&self) -> Result<[u64; common::COUNTERS_LEN], EbpfError> {
+            Ok(self.counters)
+        }
+        fn identity(&self) -> &Identity {
+            &self.id
+        }
+    }
+
+    const OFF: MonotonicOffset = MonotonicOffset { offset: 0 };
+
+    fn udp53(s: &Snapshot) -> u64 {
+        s.ports
+            .iter()
+            .filter(|p| p.port == 53)
+            .map(|p| p.counts.packets)
+            .sum()
+    }
+
+    #[test]
+    fn restart_continues_from_the_persisted_baseline() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b");
+        let mut kernel = FakeMaps::new(7);
+        kernel.packets(53, 10);
+        let mut c = Collector::new(kernel, path.clone(), true).unwrap();
+        assert_eq!(udp53(&c.collect(100, &OFF).unwrap()), 10);
+        c.maps.packets(53, 5);
+        // The agent dies here; the kernel maps (pinned) keep counting.
+        let mut kernel = std::mem::replace(&mut c.maps, FakeMaps::new(0));
+        drop(c);
+        kernel.packets(53, 2);
+        let mut c = Collector::new(kernel, path, false).unwrap();
+        let s = c.collect(200, &OFF).unwrap();
+        assert_eq!(
+            udp53(&s),
+            7,
+            "counted after the last interval, before and after the kill"
+        );
+        assert_eq!(
+            s.start, 100,
+            "the interval starts where the last one handed out ended"
+        );
+        assert_eq!(s.health.packets_seen, 7);
+    }
+
+    #[test]
+    fn crash_between_read_and_persist_neither_loses_nor_double_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b");
+        let mut kernel = FakeMaps::new(7);
+        kernel.packets(53, 4);
+        let mut c = Collector::new(kernel, path.clone(), true).unwrap();
+        assert_eq!(udp53(&c.collect(100, &OFF).unwrap()), 4);
+        c.maps.packets(53, 3);
+        // Read, then crash before the baseline is persisted: the snapshot never left.
+        let (lost, _) = c.read_interval(150, &OFF).unwrap();
+        assert_eq!(udp53(&lost), 3);
+        let kernel = std::mem::replace(&mut c.maps, FakeMaps::new(0));
+        drop(c);
+        let mut c = Collector::new(kernel, path, false).unwrap();
+        assert_eq!(udp53(&c.collect(200, &OFF).unwrap()), 3);
+        assert_eq!(udp53(&c.collect(300, &OFF).unwrap()), 0);
+    }
+
+    #[test]
+    fn a_baseline_of_other_maps_is_not_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b");
+        let mut kernel = FakeMaps::new(7);
+        kernel.packets(53, 9);
+        let mut c = Collector::new(kernel, path.clone(), true).unwrap();
+        c.collect(100, &OFF).unwrap();
+        drop(c);
+        // New maps (say, after a reboot) with fewer packets than the old baseline.
+        let mut kernel = FakeMaps::new(20);
+        kernel.packets(53, 2);
+        let mut c = Collector::new(kernel, path, true).unwrap();
+        assert_eq!(udp53(&c.collect(200, &OFF).unwrap()), 2);
+    }
+
+    #[test]
+    fn reused_maps_without_a_baseline_are_not_reported_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b");
+        let mut kernel = FakeMaps::new(7);
+        kernel.packets(53, 50);
+        let mut c = Collector::new(kernel, path.clone(), false).unwrap();
+        c.maps.packets(53, 1);
+        assert_eq!(udp53(&c.collect(100, &OFF).unwrap()), 1);
+        // A corrupt file is treated the same way.
+        std::fs::write(&path, b"garbage").unwrap();
+        let mut kernel = std::mem::replace(&mut c.maps, FakeMaps::new(0));
+        drop(c);
+        kernel.packets(53, 2);
+        let mut c = Collector::new(kernel, path, false).unwrap();
+        c.maps.packets(53, 3);
+        assert_eq!(udp53(&c.collect(300, &OFF).unwrap()), 3);
+    }
+
+    #[test]
+    fn drained_flows_are_handed_out_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut kernel = FakeMaps::new(7);
+        kernel.flows.push((
+            KFlowKey {
+                proto: 17,
+                family: common::FAMILY_V4,
+                local_port: 53,
+                ..KFlowKey::default()
+            },
+            FlowValue {
+                packets_in: 1,
+                ..FlowValue::default()
+            },
+        ));
+        let mut c = Collector::new(kernel, dir.path().join("b"), true).unwrap();
+        assert_eq!(c.collect(1, &OFF).unwrap().flows.len(), 1);
+        assert!(c.collect(2, &OFF).unwrap().flows.is_empty());
+    }
+
+    #[test]
+    fn permission_errors_name_the_capabilities() {
+        let e = or_permission(
+            "loading",
+            io::Error::from_raw_os_error(libc::EPERM),
+            EbpfError::Interfaces,
+        );
+        let msg = e.to_string();
+        for cap in ["CAP_BPF", "CAP_NET_ADMIN", "CAP_PERFMON"] {
+            assert!(msg.contains(cap), "{msg}");
+        }
+        let e = or_permission(
+            "x",
+            io::Error::from_raw_os_error(libc::ENOENT),
+            EbpfError::Interfaces,
+        );
+        assert!(matches!(e, EbpfError::Interfaces(_)));
+    }
+
+    #[test]
+    fn state_names_are_file_names() {
+        assert_eq!(
+            state_name(Path::new("/sys/fs/bpf/portwatch")),
+            "sys-fs-bpf-portwatch"
+        );
+        assert_eq!(
+            state_name(Path::new("/sys/fs/bpf/a b/c")),
+            "sys-fs-bpf-a-b-c"
+        );
+    }
+}

@@ -1,0 +1,132 @@
+//! Thin wrappers over the `bpf(2)` commands aya 0.14 does not expose for our use: key iteration
+//! and lookup-and-delete on a hash map, and `BPF_PROG_TEST_RUN`. Nothing else calls `bpf(2)`
+//! directly.
+use std::io;
+use std::mem::size_of;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
+const BPF_PROG_TEST_RUN: libc::c_long = 10;
+const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
+
+/// The `bpf_attr` member used by the map element commands.
+#[repr(C)]
+#[derive(Default)]
+struct MapElemAttr {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value_or_next_key: u64,
+    flags: u64,
+}
+
+/// The `bpf_attr` member used by `BPF_PROG_TEST_RUN`.
+#[repr(C)]
+#[derive(Default)]
+struct TestRunAttr {
+    prog_fd: u32,
+    retval: u32,
+    data_size_in: u32,
+    data_size_out: u32,
+    data_in: u64,
+    data_out: u64,
+    repeat: u32,
+    duration: u32,
+    ctx_size_in: u32,
+    ctx_size_out: u32,
+    ctx_in: u64,
+    ctx_out: u64,
+    flags: u32,
+    cpu: u32,
+    batch_size: u32,
+    _pad: u32,
+}
+
+fn sys_bpf<A>(cmd: libc::c_long, attr: &mut A) -> io::Result<libc::c_long> {
+    // SAFETY: `attr` is a live, properly sized #[repr(C)] prefix of `union bpf_attr`; the
+    // kernel reads and writes at most `size_of::<A>()` bytes of it.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            std::ptr::from_mut(attr).cast::<libc::c_void>(),
+            size_of::<A>() as libc::c_uint,
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+/// The key after `key` (the first key when `key` is `None`); `Ok(None)` at the end.
+pub(crate) fn map_next_key<K: Copy + Default>(
+    fd: BorrowedFd<'_>,
+    key: Option<&K>,
+) -> io::Result<Option<K>> {
+    let mut next = K::default();
+    let mut attr = MapElemAttr {
+        map_fd: fd.as_raw_fd() as u32,
+        key: key.map_or(0, |k| std::ptr::from_ref(k) as u64),
+        value_or_next_key: std::ptr::from_mut(&mut next) as u64,
+        ..MapElemAttr::default()
+    };
+    match sys_bpf(BPF_MAP_GET_NEXT_KEY, &mut attr) {
+        Ok(_) => Ok(Some(next)),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Looks `key` up and deletes it in one step (`BPF_MAP_LOOKUP_AND_DELETE_ELEM`, hash maps
+/// since Linux 5.14); `Ok(None)` when the key is gone.
+pub(crate) fn map_lookup_and_delete<K, V: Copy + Default>(
+    fd: BorrowedFd<'_>,
+    key: &K,
+) -> io::Result<Option<V>> {
+    let mut value = V::default();
+    let mut attr = MapElemAttr {
+        map_fd: fd.as_raw_fd() as u32,
+        key: std::ptr::from_ref(key) as u64,
+        value_or_next_key: std::ptr::from_mut(&mut value) as u64,
+        ..MapElemAttr::default()
+    };
+    match sys_bpf(BPF_MAP_LOOKUP_AND_DELETE_ELEM, &mut attr) {
+        Ok(_) => Ok(Some(value)),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Result of one `BPF_PROG_TEST_RUN`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TestRun {
+    /// The program's return value.
+    pub retval: i32,
+    /// Mean run time per repetition, in nanoseconds, as the kernel measured it.
+    pub duration_ns: u32,
+}
+
+/// Runs the program `prog` `repeat` times on `frame` (an Ethernet frame) inside the kernel.
+pub(crate) fn prog_test_run(
+    prog: BorrowedFd<'_>,
+    frame: &[u8],
+    repeat: u32,
+) -> io::Result<TestRun> {
+    let mut out = vec![0u8; frame.len() + 256];
+    let mut attr = TestRunAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        data_size_in: frame.len() as u32,
+        data_size_out: out.len() as u32,
+        data_in: frame.as_ptr() as u64,
+        data_out: out.as_mut_ptr() as u64,
+        repeat,
+        ..TestRunAttr::default()
+    };
+    sys_bpf(BPF_PROG_TEST_RUN, &mut attr)?;
+    Ok(TestRun {
+        retval: attr.retval as i32,
+        duration_ns: attr.duration,
+    })
+}

@@ -1,0 +1,138 @@
+//! The eBPF backend counts real UDP traffic between two network namespaces exactly (IPv4 and
+//! IPv6), into both the per-port totals and the flow map, and detaches cleanly.
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::time::Duration;
+
+use portwatch::capture::Backend;
+use portwatch::capture::ebpf::{EbpfBackend, EbpfConfig};
+use portwatch::flow::{Direction, PortCounts, Side, Snapshot, Transport};
+use portwatch_tests::{Link, PinDir, require_root};
+
+const N: u64 = 250;
+const PAYLOAD: usize = 100;
+
+fn config(link: &Link, pins: &PinDir, state: &std::path::Path) -> EbpfConfig {
+    EbpfConfig {
+        ifaces: Some(vec![link.a_if.clone()]),
+        include_lo: false,
+        flow_capacity: 1024,
+        pin_dir: pins.path.clone(),
+        state_dir: state.to_owned(),
+    }
+}
+
+fn port(s: &Snapshot, t: Transport, port: u16, side: Side, dir: Direction) -> PortCounts {
+    let mut c = PortCounts::default();
+    for p in &s.ports {
+        if (p.transport, p.port, p.side, p.dir) == (t, port, side, dir) {
+            c.add(&p.counts);
+        }
+    }
+    c
+}
+
+/// Sends `n` datagrams from namespace b to `dst` (from source port `sport`) and waits until
+/// `rx` (bound in namespace a) received them all.
+fn send_and_receive(link: &Link, rx: &UdpSocket, src: IpAddr, sport: u16, dst: SocketAddr, n: u64) {
+    link.b.run(move || {
+        let tx = UdpSocket::bind(SocketAddr::new(src, sport)).expect("bind sender");
+        let payload = [0x5au8; PAYLOAD];
+        for _ in 0..n {
+            tx.send_to(&payload, dst).expect("send");
+        }
+    });
+    rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 2048];
+    for i in 0..n {
+        let (len, _) = rx
+            .recv_from(&mut buf)
+            .unwrap_or_else(|e| panic!("datagram {i} of {n} not received: {e}"));
+        assert_eq!(len, PAYLOAD);
+    }
+}
+
+#[test]
+fn udp_over_ipv4_and_ipv6_is_counted_exactly() {
+    if !require_root("udp_over_ipv4_and_ipv6_is_counted_exactly") {
+        return;
+    }
+    let link = Link::new().expect("namespaces and veth");
+    let pins = PinDir::new("udp").expect("pin dir");
+    let state = tempfile::tempdir().unwrap();
+    let cfg = config(&link, &pins, state.path());
+    let (a4, a6) = (link.a_v4, link.a_v6);
+    let (mut backend, rx4, rx6) = link.a.run(move || {
+        let b = EbpfBackend::open(cfg).expect("open the eBPF backend");
+        let rx4 = UdpSocket::bind((a4, 7001)).unwrap();
+        let rx6 = UdpSocket::bind((a6, 7002)).unwrap();
+        (b, rx4, rx6)
+    });
+    assert_eq!(backend.interfaces(), vec![link.a_if.clone()]);
+
+    send_and_receive(&link, &rx4, link.b_v4.into(), 40001, (a4, 7001).into(), N);
+    send_and_receive(&link, &rx6, link.b_v6.into(), 40002, (a6, 7002).into(), N);
+    let s = backend.collect(1).expect("collect");
+
+    let v4 = port(&s, Transport::Udp, 7001, Side::Local, Direction::In);
+    assert_eq!(v4.packets, N);
+    assert_eq!(v4.segments, N);
+    assert_eq!(v4.bytes, N * (14 + 20 + 8 + PAYLOAD as u64));
+    let v4r = port(&s, Transport::Udp, 40001, Side::Remote, Direction::In);
+    assert_eq!((v4r.packets, v4r.bytes), (v4.packets, v4.bytes));
+    let v6 = port(&s, Transport::Udp, 7002, Side::Local, Direction::In);
+    assert_eq!(v6.packets, N);
+    assert_eq!(v6.bytes, N * (14 + 40 + 8 + PAYLOAD as u64));
+    // Nothing was sent back on these ports.
+    assert_eq!(
+        port(&s, Transport::Udp, 7001, Side::Local, Direction::Out).packets,
+        0
+    );
+
+    let flow4 = s
+        .flows
+        .iter()
+        .find(|f| f.key.transport == Transport::Udp && f.key.local.port == 7001)
+        .expect("IPv4 flow recorded");
+    assert_eq!(flow4.key.local.addr, IpAddr::from(a4));
+    assert_eq!(flow4.key.remote.addr, IpAddr::from(link.b_v4));
+    assert_eq!(flow4.key.remote.port, 40001);
+    assert_eq!(flow4.stats.inbound.packets, N);
+    assert_eq!(flow4.stats.outbound.packets, 0);
+    assert!(flow4.stats.first_seen <= flow4.stats.last_seen);
+    let flow6 = s
+        .flows
+        .iter()
+        .find(|f| f.key.transport == Transport::Udp && f.key.local.port == 7002)
+        .expect("IPv6 flow recorded");
+    assert_eq!(flow6.key.remote.addr, IpAddr::from(link.b_v6));
+    assert_eq!(flow6.stats.inbound.bytes, v6.bytes);
+    assert_eq!(s.health.flow_table_full + s.health.flow_update_errors, 0);
+    assert!(s.health.packets_seen >= 2 * N);
+
+    // A second interval without traffic on these ports reports nothing for them.
+    let s2 = backend.collect(2).expect("collect");
+    assert_eq!(
+        port(&s2, Transport::Udp, 7001, Side::Local, Direction::In).packets,
+        0
+    );
+    assert!(s2.flows.iter().all(|f| f.key.local.port != 7001));
+
+    // Detached: traffic sent now is not counted, by this agent or the next one.
+    let if_a = link.a_if.clone();
+    backend.close().expect("detach");
+    let listed = link
+        .a
+        .exec("bpftool", &["net", "show", "dev", &if_a])
+        .unwrap();
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    assert!(!listed.contains("portwatch"), "still attached: {listed}");
+    send_and_receive(&link, &rx4, link.b_v4.into(), 40001, (a4, 7001).into(), 10);
+    let cfg = config(&link, &pins, state.path());
+    let mut again = link.a.run(move || EbpfBackend::open(cfg).expect("reopen"));
+    let s3 = again.collect(3).expect("collect");
+    assert_eq!(
+        port(&s3, Transport::Udp, 7001, Side::Local, Direction::In).packets,
+        0
+    );
+    assert_eq!(s3.start, 2, "continues after the last interval handed out");
+}
