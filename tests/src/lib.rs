@@ -1,7 +1,8 @@
 //! Helpers for portwatch's privileged end-to-end tests: throw-away network namespaces and veth
 //! pairs behind RAII guards (removed even when a test panics), running code or commands inside
 //! a namespace, raw Ethernet frames (VLAN tags included) and AF_PACKET senders, and scratch
-//! bpffs pin directories. Nothing here touches the host's own interfaces.
+//! bpffs pin directories; `cluster` holds the multi-node scenario harness. Nothing here
+//! touches the host's own interfaces.
 pub mod cluster;
 
 use std::ffi::CString;

@@ -1,8 +1,8 @@
 //! xtask: setup, build, run, test and benchmark orchestration for portwatch. Never a runtime
 //! dependency of the agent; every install step a fresh machine needs lives here.
-mod fuzz;
 mod bench;
 mod bench_pcap;
+mod fuzz;
 mod setup;
 mod util;
 
