@@ -199,10 +199,11 @@ fn import_doc(args: ImportArgs) -> anyhow::Result<ExitCode> {
         None => std::io::stdout().lock().write_all(toml.as_bytes())?,
     }
     eprintln!(
-        "{}: {} rows from {} tables, {} marked unsure{}",
+        "{}: {} rows from {} table{}, {} marked unsure{}",
         args.doc.display(),
         draft.rows.len(),
         draft.tables,
+        if draft.tables == 1 { "" } else { "s" },
         draft.unsure(),
         args.output
             .as_ref()

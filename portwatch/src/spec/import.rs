@@ -6,9 +6,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
+use super::lint::{LintKind, lint};
 use super::model::{
-    DirectionSpec, Flags, Peer, PortVariant, Ports, TransportSpec, ZONE_ALL_NODES, is_host_name,
-    is_zone_name, parse_set,
+    DirectionSpec, Flags, Peer, PortVariant, Ports, Spec, TransportSpec, ZONE_ALL_NODES,
+    is_host_name, is_zone_name, parse_set,
 };
 
 /// The input formats.
@@ -116,10 +117,11 @@ impl Draft {
         let _ = writeln!(
             s,
             "# Draft spec imported by `portwatch spec import` from {source}.\n\
-             # {} rows from {} tables; {} rows carry an `# unsure:` comment. Review every entry\n\
+             # {} rows from {} table{}; {} rows carry an `# unsure:` comment. Review every entry\n\
              # against the document, then run `portwatch spec check` on this file.\n",
             self.rows.len(),
             self.tables,
+            if self.tables == 1 { "" } else { "s" },
             self.unsure()
         );
         let name = slug(name, 8).unwrap_or_else(|| "imported".to_string());
@@ -259,13 +261,51 @@ pub fn import(text: &str, format: Format) -> Draft {
         fill_missing_directions(&mut table_rows);
         rows.extend(table_rows.into_iter().map(|r| (t, r)));
     }
-    flag_dropped_digits(&mut rows);
     for row in prose_rows(&lines, &used) {
         rows.push((usize::MAX, row));
     }
     rows.sort_by_key(|(_, r)| r.line);
     draft.rows = rows.into_iter().map(|(_, r)| r).collect();
+    lint_draft(&mut draft);
     draft
+}
+
+/// Runs the linter over the draft and turns what it says about rows (duplicates, conflicts,
+/// suspicious ranges, swapped processes) into doubts on those rows.
+fn lint_draft(draft: &mut Draft) {
+    let toml = draft.to_toml("draft", "");
+    let Ok(spec) = Spec::parse(&toml, "draft.toml") else {
+        return;
+    };
+    for w in lint(&spec, None, None) {
+        if !matches!(
+            w.kind,
+            LintKind::DuplicateRow
+                | LintKind::PortConflict
+                | LintKind::OverlappingRanges
+                | LintKind::SuspiciousRange
+                | LintKind::SwappedProcess
+        ) {
+            continue;
+        }
+        // A range overlapping many rows is the range's problem, not theirs.
+        let primary_only = matches!(
+            w.kind,
+            LintKind::OverlappingRanges | LintKind::SuspiciousRange
+        );
+        let ids = if primary_only {
+            &w.entries[..w.entries.len().min(1)]
+        } else {
+            &w.entries[..]
+        };
+        for id in ids {
+            if let Some(i) = spec.entries.iter().position(|e| &e.id == id)
+                && let Some(row) = draft.rows.get_mut(i)
+            {
+                row.doubts.push(format!("{}: {}", w.kind, w.message));
+            }
+        }
+    }
 }
 
 /// A table: its title, its columns and its records (cells by column).
@@ -1497,41 +1537,6 @@ fn interpret(
     }
 }
 
-/// Flags a range whose start looks like another row's start with a digit dropped
-/// (1500-15050 beside 15000-15050).
-fn flag_dropped_digits(rows: &mut [(usize, DraftRow)]) {
-    let ranges: Vec<(usize, u16, u16)> = rows
-        .iter()
-        .enumerate()
-        .flat_map(|(i, (_, r))| r.ports.iter_ranges().map(move |(_, p)| (i, p.start, p.end)))
-        .filter(|(_, a, b)| a != b)
-        .collect();
-    for &(i, start, end) in &ranges {
-        let s = start.to_string();
-        if s.len() >= end.to_string().len() {
-            continue;
-        }
-        let sibling = (0..=s.len()).flat_map(|pos| {
-            let s = &s;
-            ('0'..='9').filter_map(move |d| {
-                let mut c = s.clone();
-                c.insert(pos, d);
-                c.parse::<u16>().ok().filter(|v| *v > start && *v <= end)
-            })
-        });
-        let found = sibling.into_iter().find(|c| {
-            ranges
-                .iter()
-                .any(|&(j, a, b)| j != i && a == *c && b == end)
-        });
-        if let Some(c) = found {
-            rows[i].1.doubts.push(format!(
-                "range {start}-{end} looks like {c}-{end} (used by other rows) with a dropped digit"
-            ));
-        }
-    }
-}
-
 /// Rows without a direction take the table's most common direction (and say so).
 fn fill_missing_directions(rows: &mut [DraftRow]) {
     let mut counts: BTreeMap<DirectionSpec, usize> = BTreeMap::new();
@@ -1660,7 +1665,6 @@ fn prose_rows(lines: &[&str], used: &BTreeSet<usize>) -> Vec<DraftRow> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::Spec;
 
     fn one(text: &str, format: Format) -> DraftRow {
         let d = import(text, format);
