@@ -5,6 +5,7 @@ pub mod decode;
 pub mod ebpf;
 pub mod fake;
 pub mod file;
+pub mod pcap;
 #[doc(hidden)]
 pub mod testdata;
 
