@@ -142,8 +142,9 @@ fn an_idle_interface_neither_blocks_collect_nor_shutdown() {
         let ifaces = b.interfaces();
         std::thread::sleep(Duration::from_millis(300));
         let t = Instant::now();
+        // The link is idle but for IPv6 neighbour discovery when it came up.
         let s = b.collect(1).unwrap();
-        assert_eq!(s.health.packets_seen, 0);
+        assert!(s.health.packets_seen < 20, "{:?}", s.health);
         let collect_took = t.elapsed();
         let t = Instant::now();
         drop(b);
