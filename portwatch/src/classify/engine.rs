@@ -9,6 +9,7 @@ use super::distribution::Recorder;
 use super::findings::{
     EntryRef, Finding, FindingKind, PeerStat, PortCountsInOut, TOP_PEERS, Traffic,
 };
+use super::series::Series;
 use super::{
     ClassifyInput, EntrySummary, Findings, FlowSummary, ListenerSummary, ServiceStats, Summary,
 };
@@ -351,15 +352,22 @@ pub(crate) fn run(input: &ClassifyInput<'_>) -> Findings {
 
     let mut flows = FlowSummary::default();
     let mut groups: BTreeMap<GroupKey, Group> = BTreeMap::new();
-    let mut services: BTreeMap<String, (BTreeSet<String>, Recorder, Recorder)> = BTreeMap::new();
+    let mut services: BTreeMap<String, (BTreeSet<String>, Recorder, Recorder, Series)> =
+        BTreeMap::new();
     let mut record_service = |name: &str, entry: Option<&str>, f: &FlowRecord| {
-        let s = services.entry(name.to_owned()).or_default();
+        let s = services.entry(name.to_owned()).or_insert_with(|| {
+            let w = input.window;
+            let series = Series::new(w.start, w.end);
+            (BTreeSet::new(), Recorder::new(), Recorder::new(), series)
+        });
         if let Some(id) = entry {
             s.0.insert(id.to_owned());
         }
         let st = &f.stats;
         s.1.record(st.last_seen.saturating_sub(st.first_seen) / 1_000);
-        s.2.record(st.inbound.bytes.saturating_add(st.outbound.bytes));
+        let bytes = st.inbound.bytes.saturating_add(st.outbound.bytes);
+        s.2.record(bytes);
+        s.3.record(st.first_seen, st.last_seen, bytes);
     };
 
     for f in &input.window.flows {
@@ -658,11 +666,12 @@ pub(crate) fn run(input: &ClassifyInput<'_>) -> Findings {
         },
         services: services
             .into_iter()
-            .map(|(service, (ids, d, b))| ServiceStats {
+            .map(|(service, (ids, d, b, series))| ServiceStats {
                 service,
                 entries: ids.into_iter().collect(),
                 duration_us: d.finish(),
                 bytes: b.finish(),
+                series,
             })
             .collect(),
     }

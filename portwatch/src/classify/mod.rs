@@ -6,6 +6,7 @@ pub mod distribution;
 mod engine;
 pub mod findings;
 pub mod listeners;
+pub mod series;
 mod wellknown;
 
 use std::collections::BTreeMap;
@@ -15,6 +16,9 @@ use serde::{Deserialize, Serialize};
 
 pub use direction::{DirectionContext, Evidence, Orientation, Role, UnknownReason, orient};
 pub use distribution::{Distribution, DistributionError, Recorder};
+pub use series::Series;
+
+pub(crate) use engine::entry_ref;
 pub use findings::{
     EntryRef, Finding, FindingKind, PeerStat, PortCountsInOut, Severity, TOP_PEERS, Traffic,
 };
@@ -136,6 +140,9 @@ pub struct ServiceStats {
     pub duration_us: Distribution,
     /// Bytes per flow, both directions.
     pub bytes: Distribution,
+    /// Bytes and new flows over the window (empty in reports written before it existed).
+    #[serde(default, skip_serializing_if = "Series::is_empty")]
+    pub series: Series,
 }
 
 /// Classifies one window. Pure and deterministic.

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::model::{Generator, Report, SpecInfo, TimeWindow, Timestamp};
-use crate::classify::{EntryRef, Finding, FindingKind, Recorder, ServiceStats, Traffic};
+use crate::classify::{EntryRef, Finding, FindingKind, Recorder, Series, ServiceStats, Traffic};
 
 /// The `schema` field of a cluster report.
 pub const CLUSTER_SCHEMA: &str = "portwatch.cluster-report";
@@ -141,7 +141,13 @@ pub fn merge(reports: &[Report]) -> Result<ClusterReport, MergeError> {
         .filter(|k| !matches!(**k, "documented" | "unused"))
         .map(|k| ((*k).to_owned(), 0))
         .collect();
-    let mut services: BTreeMap<String, (BTreeSet<String>, Recorder, Recorder)> = BTreeMap::new();
+    let mut services: BTreeMap<String, (BTreeSet<String>, Recorder, Recorder, Series)> =
+        BTreeMap::new();
+    let span = (
+        sorted.iter().map(|r| r.window.start.unix_ns).min(),
+        sorted.iter().map(|r| r.window.end.unix_ns).max(),
+    );
+    let cluster_series = || Series::new(span.0.unwrap_or(0), span.1.unwrap_or(0));
     let mut nodes = Vec::new();
     let listening_nodes: BTreeSet<&str> = sorted
         .iter()
@@ -193,7 +199,15 @@ pub fn merge(reports: &[Report]) -> Result<ClusterReport, MergeError> {
             }
         }
         for s in &r.services {
-            let e = services.entry(s.service.clone()).or_default();
+            let e = services.entry(s.service.clone()).or_insert_with(|| {
+                (
+                    BTreeSet::new(),
+                    Recorder::new(),
+                    Recorder::new(),
+                    cluster_series(),
+                )
+            });
+            e.3.add(&s.series);
             e.0.extend(s.entries.iter().cloned());
             let err = |source| MergeError::Distribution {
                 service: s.service.clone(),
@@ -266,11 +280,12 @@ pub fn merge(reports: &[Report]) -> Result<ClusterReport, MergeError> {
         findings,
         services: services
             .into_iter()
-            .map(|(service, (ids, d, b))| ServiceStats {
+            .map(|(service, (ids, d, b, series))| ServiceStats {
                 service,
                 entries: ids.into_iter().collect(),
                 duration_us: d.finish(),
                 bytes: b.finish(),
+                series,
             })
             .collect(),
     })

@@ -7,7 +7,8 @@ use std::io::Read;
 use serde::{Deserialize, Serialize};
 
 use crate::classify::{
-    ClassifyInput, Finding, Findings, NodeInfo, ServiceStats, Summary, classify,
+    ClassifyInput, EntryRef, Finding, Findings, NodeInfo, ServiceStats, Summary, classify,
+    entry_ref,
 };
 use crate::clock::UnixNanos;
 use crate::flow::Health;
@@ -94,6 +95,10 @@ pub struct SpecInfo {
     pub vendor: String,
     pub product: String,
     pub entries: u64,
+    /// Every entry of the spec in file order (id, service, ports, file and line), so a report
+    /// can show the entries no finding names. Empty in reports written before it existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub entry_list: Vec<EntryRef>,
 }
 
 /// The inventory used for zones.
@@ -175,6 +180,7 @@ impl Report {
                 vendor: spec.document.vendor.clone(),
                 product: spec.document.product.clone(),
                 entries: spec.entries.len() as u64,
+                entry_list: spec.entries.iter().map(entry_ref).collect(),
             },
             inventory: input.inventory.map(|i| InventoryInfo {
                 name: i.name.clone(),
