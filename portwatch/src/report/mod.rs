@@ -1,6 +1,7 @@
 //! Reports: the versioned report model built from findings, deterministic renderers (JSON,
-//! text, Markdown) that write to any `impl Write`, the cluster merge, and the sink that writes
+//! text, Markdown, HTML) that write to any `impl Write`, the cluster merge, and the sink that writes
 //! files atomically. Renderers do no I/O of their own beyond the writer they are given.
+pub mod html;
 pub mod json;
 pub mod listeners;
 pub mod markdown;
@@ -28,6 +29,8 @@ pub enum Format {
     Text,
     /// Markdown (tickets, wikis, pull requests).
     Markdown,
+    /// One self-contained HTML page (port map, charts, every finding; nothing fetched).
+    Html,
 }
 
 impl Format {
@@ -37,6 +40,7 @@ impl Format {
             Self::Json => "json",
             Self::Text => "txt",
             Self::Markdown => "md",
+            Self::Html => "html",
         }
     }
 }
@@ -47,6 +51,7 @@ impl fmt::Display for Format {
             Self::Json => "json",
             Self::Text => "text",
             Self::Markdown => "markdown",
+            Self::Html => "html",
         })
     }
 }
@@ -58,8 +63,9 @@ impl FromStr for Format {
             "json" => Ok(Self::Json),
             "text" | "txt" => Ok(Self::Text),
             "markdown" | "md" => Ok(Self::Markdown),
+            "html" | "htm" => Ok(Self::Html),
             other => Err(format!(
-                "unknown report format {other:?}: expected json, text or markdown"
+                "unknown report format {other:?}: expected json, text, markdown or html"
             )),
         }
     }
@@ -71,6 +77,7 @@ pub fn render(report: &Report, format: Format, w: &mut impl Write) -> io::Result
         Format::Json => json::render(report, w),
         Format::Text => text::render(report, w),
         Format::Markdown => markdown::render(report, w),
+        Format::Html => html::render(report, w),
     }
 }
 
@@ -84,6 +91,7 @@ pub fn render_cluster(
         Format::Json => json::render_cluster(report, w),
         Format::Text => text::render_cluster(report, w),
         Format::Markdown => markdown::render_cluster(report, w),
+        Format::Html => html::render_cluster(report, w),
     }
 }
 

@@ -47,7 +47,7 @@ fn listeners() -> Vec<Listener> {
     ]
 }
 
-fn build(name: &str) -> Report {
+pub(super) fn build(name: &str) -> Report {
     let spec = spec();
     let inv = inventory();
     let mut w = window(node_flows(name));
@@ -116,7 +116,7 @@ fn redact_json(s: &str) -> String {
 }
 
 /// Compares with the checked-in snapshot; `PORTWATCH_BLESS=1` rewrites it instead.
-fn snapshot(name: &str, actual: &str) {
+pub(super) fn snapshot(name: &str, actual: &str) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("src/report/snapshots")
         .join(name);
