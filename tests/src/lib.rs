@@ -1,9 +1,12 @@
 //! Helpers for portwatch's privileged end-to-end tests: throw-away network namespaces and veth
 //! pairs behind RAII guards (removed even when a test panics), running code or commands inside
 //! a namespace, raw Ethernet frames (VLAN tags included) and AF_PACKET senders, and scratch
-//! bpffs pin directories; `cluster` holds the multi-node scenario harness. Nothing here
-//! touches the host's own interfaces.
+//! bpffs pin directories; `cluster` holds the multi-node scenario harness; `browser` and
+//! `report_fixture` drive headless Chromium over reports built in memory for the
+//! (unprivileged) HTML report tests. Nothing here touches the host's own interfaces.
+pub mod browser;
 pub mod cluster;
+pub mod report_fixture;
 
 use std::ffi::CString;
 use std::fs::File;

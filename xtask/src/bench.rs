@@ -3,6 +3,7 @@
 use anyhow::Result;
 use clap::{Args, Subcommand};
 
+use crate::bench_html;
 use crate::bench_pcap;
 
 /// Options of `cargo xtask bench`.
@@ -16,11 +17,14 @@ pub struct BenchArgs {
 enum Bench {
     /// Offline capture reading (10M packets, many flows) against tcpdump, softflowd, tshark.
     Pcap(bench_pcap::BenchPcapArgs),
+    /// The HTML report with 10,000 findings in headless Chromium: load and first render.
+    Html(bench_html::BenchHtmlArgs),
 }
 
 /// Runs the chosen benchmark.
 pub fn run(a: &BenchArgs) -> Result<()> {
     match &a.what {
         Bench::Pcap(p) => bench_pcap::run(p),
+        Bench::Html(h) => bench_html::run(h),
     }
 }

@@ -1,6 +1,7 @@
 //! xtask: setup, build, run, test and benchmark orchestration for portwatch. Never a runtime
 //! dependency of the agent; every install step a fresh machine needs lives here.
 mod bench;
+mod bench_html;
 mod bench_pcap;
 mod fuzz;
 mod setup;
@@ -33,6 +34,7 @@ enum Task {
     /// Run every fuzz target (cargo-fuzz, pinned nightly) for a set time with a kept corpus.
     Fuzz(fuzz::FuzzArgs),
     /// Benchmarks printing figures and ratios (`cargo xtask bench pcap`).
+    /// Benchmarks printing figures and ratios (`cargo xtask bench html`).
     Bench(bench::BenchArgs),
 }
 

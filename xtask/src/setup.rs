@@ -43,6 +43,7 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "python3-kazoo",
     "openssl",
     "curl",
+    "chromium",
 ];
 
 #[derive(Debug, clap::Args)]

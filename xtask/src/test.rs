@@ -78,6 +78,8 @@ pub fn run(a: &TestArgs) -> Result<()> {
         eprintln!(
             "xtask test: SKIPPED the privileged end-to-end tests: they create network namespaces and load eBPF programs, which needs root (run `sudo -E cargo xtask test`)"
         );
+        // The HTML report in headless Chromium needs no privileges.
+        sh(cargo().args(["test", "-p", "portwatch-tests", "--test", "html_report"]))?;
     }
     for target in ["x86_64-pc-windows-gnu", "x86_64-apple-darwin"] {
         // rusqlite's bundled SQLite is C compiled by its build script for the target, which
