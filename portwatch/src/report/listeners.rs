@@ -130,6 +130,7 @@ pub fn render(r: &ListenerReport, format: Format, w: &mut impl Write) -> io::Res
             }
             Ok(())
         }
+        Format::Html => super::html::render_listeners(r, w),
     }
 }
 

@@ -226,3 +226,32 @@ fn an_old_report_without_entry_list_or_series_still_renders() {
         }
     }
 }
+
+#[test]
+fn listeners_page_shows_verdicts_as_text() {
+    use crate::classify::tests::{listener, spec};
+    use crate::flow::Transport;
+    use crate::host::PortRange;
+    use crate::report::listeners::{ListenerReport, render as render_l};
+    let ls = [
+        listener(Transport::Tcp, "0.0.0.0", 22, Some("sshd")),
+        listener(Transport::Tcp, "0.0.0.0", 9999, Some("<b>x</b>")),
+    ];
+    let r = ListenerReport {
+        spec: "t.toml".into(),
+        listeners: crate::classify::judge_listeners(&spec(), &ls, PortRange::LINUX_DEFAULT),
+        not_listening: vec![],
+        pids_unreadable: 2,
+    };
+    let mut out = Vec::new();
+    render_l(&r, Format::Html, &mut out).unwrap();
+    let s = String::from_utf8(out).unwrap();
+    assert!(s.contains("<td class=\"st\"><span class=\"ic\" aria-hidden=\"true\">\u{2714}</span> documented (ssh)</td>"), "{s}");
+    assert!(s.contains("class=\"st-undocumented\""), "{s}");
+    assert!(
+        s.contains("&lt;b&gt;x&lt;/b&gt;[100]") && !s.contains("<b>x"),
+        "{s}"
+    );
+    assert!(s.contains("CAP_SYS_PTRACE"));
+    assert!(!s.contains("<script"));
+}
