@@ -52,6 +52,9 @@ pub struct IntervalReport<'a> {
     /// The whole window since the agent started.
     pub window: &'a Snapshot,
     pub findings: &'a Findings,
+    /// This interval classified alone, with the same listeners and ephemeral range: what the
+    /// history and the metrics count (window findings are cumulative, not deltas).
+    pub interval_findings: &'a Findings,
     /// The report built from the window.
     pub report: &'a Report,
     pub loaded: &'a Loaded,
@@ -181,6 +184,10 @@ impl Agent {
             node: &self.node,
         };
         let findings = classify::classify(&input);
+        let interval_findings = classify::classify(&ClassifyInput {
+            window: &interval,
+            ..input
+        });
         let now = self.clock.now();
         let ifaces = self.backend.interfaces();
         let report = Report::build(
@@ -204,6 +211,7 @@ impl Agent {
             interval: &interval,
             window: &window,
             findings: &findings,
+            interval_findings: &interval_findings,
             report: &report,
             loaded: &self.loaded,
             last,

@@ -11,6 +11,7 @@ pub mod config;
 pub mod flow;
 pub mod host;
 pub mod inventory;
+pub mod metrics;
 pub mod netif;
 pub mod report;
 pub mod spec;

@@ -2,7 +2,9 @@
 //! flow detail merged per time bucket, first and last seen per port and per spec entry; schema
 //! migrations, retention and crash safety (WAL, one transaction per interval). It never reads
 //! the clock (times come in as arguments) and never classifies (findings come in ready-made).
+mod history;
 mod schema;
+mod sink;
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -11,6 +13,9 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
+
+pub use history::apply_history;
+pub use sink::HistorySink;
 
 use crate::capture::BackendKind;
 use crate::classify::direction::Role;
@@ -29,6 +34,12 @@ pub enum StoreError {
         path: PathBuf,
         #[source]
         source: rusqlite::Error,
+    },
+    #[error("cannot create history database {path}")]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
     },
     #[error(
         "history database {path} has tables but no schema_version table: it is not a portwatch history"
@@ -259,6 +270,21 @@ impl Store {
             path: path.clone(),
             source,
         };
+        // The history names peers, ports and processes: create it owner read-write, group read
+        // (SQLite gives its -wal and -shm files the database file's permissions).
+        #[cfg(unix)]
+        if !path.exists() {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o640)
+                .open(&path)
+                .map_err(|source| StoreError::Create {
+                    path: path.clone(),
+                    source,
+                })?;
+        }
         let mut conn = Connection::open_with_flags(
             &path,
             OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -444,9 +470,11 @@ impl Store {
             }
         }
 
-        // Flow detail, merged into the interval's bucket.
+        // Flow detail, merged into the bucket holding the interval's end: a bucket then never
+        // ends before an interval it holds flows of, so retention and `window` treat both alike.
         let width = opts.flow_bucket.as_nanos().clamp(1, u128::from(u64::MAX)) as u64;
-        let bucket = s.start - s.start % width;
+        let last = s.end.saturating_sub(1);
+        let bucket = last - last % width;
         tx.execute(
             "INSERT OR IGNORE INTO flow_buckets (start_ns, end_ns, flows, dropped)
              VALUES (?1, ?2, 0, 0)",
