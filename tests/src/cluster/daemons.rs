@@ -544,7 +544,9 @@ admin.enableServer=false
     Ok(out)
 }
 
-/// Polls every service's checks in parallel from the admin workstation's namespace.
+/// Polls every service's checks in parallel, each from inside the service's own namespace: the
+/// probes go over loopback, so they never show up on the captured interfaces (a probe from the
+/// admin workstation would be a peer outside the zone of an all-nodes entry).
 fn wait_all_ready(
     lab: &Lab,
     services: &[Service],
@@ -555,7 +557,7 @@ fn wait_all_ready(
             .iter()
             .map(|svc| {
                 s.spawn(move || {
-                    lab.in_netns(Host::Admin, || wait_ready(lab, svc, started))
+                    lab.in_netns(svc.host, || wait_ready(lab, svc, started))
                         .and_then(|r| r)
                 })
             })
@@ -581,7 +583,7 @@ fn limit_for(name: &str) -> Duration {
     }
 }
 
-/// Runs in a thread inside the admin namespace.
+/// Runs in a thread inside the service's namespace.
 fn wait_ready(lab: &Lab, svc: &Service, started: Instant) -> Result<Duration> {
     let limit = limit_for(svc.name);
     let deadline = started + limit;
@@ -648,21 +650,18 @@ pub fn four_letter(a: SocketAddr, word: &str) -> Option<String> {
 }
 
 fn zk_leader(lab: &Lab) -> Result<Host> {
-    let modes: Vec<(Host, String)> = lab.in_netns(Host::Admin, || {
-        ZK_HOSTS
-            .iter()
-            .map(|h| {
-                let a = sock(h.v4().into(), 2181);
-                let mode = four_letter(a, "srvr")
-                    .and_then(|s| {
-                        s.lines()
-                            .find_map(|l| l.strip_prefix("Mode: ").map(str::to_owned))
-                    })
-                    .unwrap_or_default();
-                (*h, mode)
-            })
-            .collect()
-    })?;
+    let mut modes: Vec<(Host, String)> = Vec::new();
+    for h in ZK_HOSTS {
+        let mode = lab.in_netns(h, || {
+            four_letter(sock(h.v4().into(), 2181), "srvr")
+                .and_then(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("Mode: ").map(str::to_owned))
+                })
+                .unwrap_or_default()
+        })?;
+        modes.push((h, mode));
+    }
     let leaders: Vec<Host> = modes
         .iter()
         .filter(|(_, m)| m == "leader")

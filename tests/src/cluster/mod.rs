@@ -2,10 +2,12 @@
 //! and an outside client, real Debian daemons on the nodes, real clients, and tcpdump + tshark as
 //! the independent oracle. It owns every namespace, process and file it makes (see [`lab::Lab`])
 //! and never touches portwatch's own code paths: the agents it runs are separate processes.
+pub mod checks;
 pub mod daemons;
 pub mod error;
 pub mod lab;
 pub mod oracle;
+pub mod portwatch;
 pub mod scenario;
 pub mod traffic;
 

@@ -12,7 +12,8 @@ use super::daemons::{Transport, tail};
 use super::error::{ClusterError, Result, io_err};
 use super::lab::{Host, IFACE, Lab, Proc, check_interrupted};
 
-/// Which side of the conversation serves the port: this node, or the peer it talks to.
+/// Which end of the conversation has the port: this node (for the scenario's service ports:
+/// the node serves it) or the peer it talks to (the node is the client).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Side {
     Local,
@@ -38,8 +39,8 @@ pub struct PortKey {
 impl fmt::Display for PortKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let side = match self.side {
-            Side::Local => "served here",
-            Side::Remote => "served by peer",
+            Side::Local => "local port",
+            Side::Remote => "peer's port",
         };
         let dir = match self.dir {
             Dir::In => "in",

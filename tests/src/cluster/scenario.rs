@@ -48,6 +48,19 @@ pub const TOOLS: &[&str] = &[
 pub struct Options {
     /// Copy the captures here (the demo keeps them next to the reports).
     pub keep_pcaps: Option<PathBuf>,
+    /// Run `portwatch analyze` on each node's capture (offline classification and per-port
+    /// totals), writing the JSON reports here when set.
+    pub analyze: bool,
+    pub reports_dir: Option<PathBuf>,
+}
+
+/// portwatch's offline view of the captures.
+#[derive(Debug, Default)]
+pub struct Analysis {
+    /// Per node: the JSON report of `portwatch analyze`.
+    pub reports: BTreeMap<Host, serde_json::Value>,
+    /// Per node: portwatch's per-port totals (packets, bytes) of the same capture.
+    pub totals: BTreeMap<Host, BTreeMap<PortKey, (u64, u64)>>,
 }
 
 /// What a run produced.
@@ -60,6 +73,8 @@ pub struct Outcome {
     /// Per node: tshark's counts for every key of [`PORTS`].
     pub oracle: BTreeMap<Host, BTreeMap<PortKey, Counts>>,
     pub captures: BTreeMap<Host, CaptureStats>,
+    /// `portwatch analyze` of the captures, when asked for.
+    pub analysis: Option<Analysis>,
     /// Whether the network went idle after the daemons were frozen.
     pub quiet: bool,
     /// Named phases and how long each took.
@@ -88,6 +103,14 @@ pub fn run(opts: &Options) -> Result<Outcome> {
     let mut ph = Phases {
         t: Instant::now(),
         list: Vec::new(),
+    };
+    // Build portwatch first: a compile error should not cost a cluster start.
+    let bin = if opts.analyze {
+        let b = super::portwatch::binary()?;
+        ph.mark("portwatch built");
+        Some(b)
+    } else {
+        None
     };
     let mut lab = Lab::new()?;
     let id = lab.id().to_owned();
@@ -156,6 +179,29 @@ pub fn run(opts: &Options) -> Result<Outcome> {
     }
     ph.mark("oracle (tshark)");
 
+    let analysis = match &bin {
+        Some(bin) => {
+            let mut a = Analysis::default();
+            for c in &caps {
+                let report = super::portwatch::analyze(bin, c.host, &c.pcap)?;
+                if let Some(dir) = &opts.reports_dir {
+                    std::fs::create_dir_all(dir).map_err(io_err("creating", dir))?;
+                    let f = dir.join(format!("{}-analyze.json", c.host.name()));
+                    let text = serde_json::to_string_pretty(&report).unwrap_or_default();
+                    std::fs::write(&f, text).map_err(io_err("writing", &f))?;
+                }
+                a.reports.insert(c.host, report);
+                a.totals.insert(
+                    c.host,
+                    super::portwatch::observed_port_totals(bin, c.host, &c.pcap)?,
+                );
+            }
+            ph.mark("portwatch analyze");
+            Some(a)
+        }
+        None => None,
+    };
+
     let leftovers = lab.close();
     ph.mark("teardown");
     Ok(Outcome {
@@ -165,6 +211,7 @@ pub fn run(opts: &Options) -> Result<Outcome> {
         workload,
         oracle: counts,
         captures,
+        analysis,
         quiet,
         phases: ph.list,
         leftovers,

@@ -226,12 +226,12 @@ pub fn run(lab: &Lab, daemons: &Daemons) -> Result<Workload> {
     };
     let pgenv = [("PGCONNECT_TIMEOUT", "5")];
 
-    // PostgreSQL: from the admin workstation, then node to node.
+    // PostgreSQL: node to node only (the spec allows all-nodes as clients).
     let a = pg("create table if not exists pw(id int, note text); \
                 insert into pw select g, 'row ' || g from generate_series(1, 200) g; \
                 select count(*) from pw;");
     r.step(
-        Admin,
+        N2,
         N1,
         Tcp,
         5432,
@@ -241,7 +241,7 @@ pub fn run(lab: &Lab, daemons: &Daemons) -> Result<Workload> {
         "200",
     )?;
     let a = pg("select sum(id) from pw;");
-    r.step(N2, N1, Tcp, 5432, "psql: sum", &refs(&a), &pgenv, "20100")?;
+    r.step(N3, N1, Tcp, 5432, "psql: sum", &refs(&a), &pgenv, "20100")?;
 
     // nginx: HTTP and HTTPS from the admin workstation and from the outside client.
     let body = "portwatch cluster node n1";
@@ -296,9 +296,9 @@ pub fn run(lab: &Lab, daemons: &Daemons) -> Result<Workload> {
         )?;
     }
 
-    // memcached: TCP set/get from the admin workstation, then UDP gets node to node.
+    // memcached: TCP set/get node to node, then UDP gets (the spec documents TCP only).
     r.step(
-        Admin,
+        N3,
         N2,
         Tcp,
         11211,
@@ -373,11 +373,11 @@ pub fn run(lab: &Lab, daemons: &Daemons) -> Result<Workload> {
         "rabbit@n2",
     )?;
 
-    // ZooKeeper: client operations against each server (writes on followers reach the leader
-    // over 2888).
-    for (to, addr) in [(N1, &n1), (N2, &n2), (N3, &n3)] {
+    // ZooKeeper: client operations against each server from another node (writes on followers
+    // reach the leader over 2888).
+    for (from, to, addr) in [(N3, N1, &n1), (N1, N2, &n2), (N2, N3, &n3)] {
         r.step(
-            Admin,
+            from,
             to,
             Tcp,
             2181,

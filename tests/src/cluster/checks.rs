@@ -1,0 +1,364 @@
+//! What the scenario's reports must say, as checks over portwatch's JSON reports (read as
+//! `serde_json::Value`, the way any consumer of the versioned schema would) and over the
+//! oracle's counts. Each check returns the problems it found, worded for a person; the test
+//! asserts there are none and the demo prints them. Pure: no I/O but reading the spec file.
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use serde_json::Value;
+
+use super::error::{Result, io_err};
+use super::lab::Host;
+use super::oracle::{Counts, PortKey, Side};
+
+/// Entries of the scenario's spec that nothing in the scenario uses.
+pub const NEVER_USED: &[&str] = &[
+    "ops-12345-simba",
+    "intra-8080-tomcat",
+    "repository",
+    "intra-icmp-health-check",
+];
+
+/// Per node, the entries its traffic uses (as server or client): never reported unused there.
+pub fn used_on(h: Host) -> &'static [&'static str] {
+    match h {
+        Host::N1 => &[
+            "ops-22-ssh",
+            "ops-80-http",
+            "ops-443-https",
+            "intra-5432-postgres-database",
+            "intra-2181-zookeeper-client",
+            "intra-3888-zookeeper-peer",
+            "broker",
+        ],
+        Host::N2 => &[
+            "intra-11211-memcached",
+            "intra-5432-postgres-database",
+            "intra-2181-zookeeper-client",
+            "intra-3888-zookeeper-peer",
+            "broker",
+        ],
+        Host::N3 => &[
+            "intra-11211-memcached",
+            "intra-5432-postgres-database",
+            "intra-2181-zookeeper-client",
+            "intra-3888-zookeeper-peer",
+        ],
+        Host::Admin | Host::Outside => &[],
+    }
+}
+
+/// Entries used on one node only (n1): unused in n2's and n3's reports, used in the cluster.
+pub const USED_ON_N1_ONLY: &[&str] = &["ops-22-ssh", "ops-80-http", "ops-443-https"];
+
+/// (transport, port) pairs some entry of the spec documents.
+pub fn documented_ports(spec: &Path) -> Result<BTreeSet<(String, u16)>> {
+    let text = std::fs::read_to_string(spec).map_err(io_err("reading", spec))?;
+    let v: toml::Value = text
+        .parse()
+        .map_err(|e| super::ClusterError::UnexpectedOutput {
+            command: format!("parsing {}", spec.display()),
+            expected: "a TOML spec".into(),
+            output: format!("{e}"),
+        })?;
+    let mut out = BTreeSet::new();
+    for e in v
+        .get("entry")
+        .and_then(toml::Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let t = e
+            .get("transport")
+            .and_then(toml::Value::as_str)
+            .unwrap_or("");
+        for p in ports_of(e.get("ports")) {
+            out.insert((t.to_owned(), p));
+        }
+    }
+    Ok(out)
+}
+
+/// Every port an entry's `ports` value names (single ports, lists, ranges, labelled variants).
+fn ports_of(v: Option<&toml::Value>) -> Vec<u16> {
+    let text = match v {
+        Some(toml::Value::Integer(i)) => i.to_string(),
+        Some(toml::Value::String(s)) => s.clone(),
+        Some(toml::Value::Array(a)) => a
+            .iter()
+            .map(|x| match x {
+                toml::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+        _ => String::new(),
+    };
+    // Numbers, with `a-b` as a range; labels and words in between are ignored.
+    let mut out = Vec::new();
+    let mut nums: Vec<(u32, bool)> = Vec::new(); // (number, preceded by '-')
+    let mut cur = String::new();
+    let mut dash = false;
+    for ch in text.chars().chain(std::iter::once(' ')) {
+        if ch.is_ascii_digit() {
+            cur.push(ch);
+            continue;
+        }
+        if !cur.is_empty() {
+            nums.push((cur.parse().unwrap_or(0), dash));
+            cur.clear();
+            dash = false;
+        }
+        if ch == '-' {
+            dash = true;
+        } else if !ch.is_whitespace() {
+            dash = false;
+        }
+    }
+    let mut i = 0;
+    while i < nums.len() {
+        let (a, _) = nums[i];
+        if let Some(&(b, true)) = nums.get(i + 1) {
+            out.extend((a..=b).filter_map(|p| u16::try_from(p).ok()));
+            i += 2;
+        } else {
+            out.extend(u16::try_from(a).ok());
+            i += 1;
+        }
+    }
+    out.retain(|&p| p > 0);
+    out
+}
+
+fn findings<'a>(r: &'a Value, kind: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
+    r["findings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(move |f| f["kind"] == kind)
+}
+
+fn entry_id(f: &Value) -> &str {
+    f["entry"]["id"].as_str().unwrap_or("")
+}
+
+fn peers(f: &Value) -> BTreeSet<String> {
+    f["peers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["addr"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Whether the report examined listening sockets (an agent does; an offline analysis cannot).
+pub fn listeners_examined(r: &Value) -> bool {
+    r["capture"]["listeners_unavailable"].is_null()
+}
+
+/// The checks of issue 8 item 3 on the per-node reports (`reports` has n1, n2, n3).
+pub fn node_reports(reports: &BTreeMap<Host, Value>, spec: &Path) -> Result<Vec<String>> {
+    let mut problems = Vec::new();
+    let documented = documented_ports(spec)?;
+    for h in Host::NODES {
+        if !reports.contains_key(&h) {
+            problems.push(format!("{h}: no report"));
+        }
+    }
+    for (&h, r) in reports {
+        // Redis: undocumented traffic and listener where it runs, only there as a server.
+        let redis: Vec<&Value> = findings(r, "undocumented")
+            .filter(|f| f["transport"] == "tcp" && f["port"] == 6379 && f["role"] == "server")
+            .collect();
+        if h == Host::N3 {
+            match redis.as_slice() {
+                [f] => {
+                    let p = peers(f);
+                    for want in [Host::Admin.v4(), Host::N1.v4()] {
+                        if !p.contains(&want.to_string()) {
+                            problems.push(format!(
+                                "n3: undocumented tcp/6379 should name peer {want}; peers {p:?}"
+                            ));
+                        }
+                    }
+                    if !p.contains(&Host::Admin.v6().to_string()) {
+                        problems.push(format!(
+                            "n3: undocumented tcp/6379 should name the IPv6 peer {}; peers {p:?}",
+                            Host::Admin.v6()
+                        ));
+                    }
+                }
+                other => problems.push(format!(
+                    "n3: expected one undocumented finding for tcp/6379 served there, found {}",
+                    other.len()
+                )),
+            }
+        } else if !redis.is_empty() {
+            problems.push(format!(
+                "{h}: undocumented tcp/6379 served there, but Redis runs on n3"
+            ));
+        }
+        if listeners_examined(r) {
+            let listener = findings(r, "undocumented_listener")
+                .any(|f| f["transport"] == "tcp" && f["port"] == 6379);
+            if listener != (h == Host::N3) {
+                problems.push(format!(
+                    "{h}: undocumented listener tcp/6379 {}",
+                    if listener {
+                        "reported, but Redis runs on n3"
+                    } else {
+                        "missing"
+                    }
+                ));
+            }
+        }
+        // Nothing the spec documents is called undocumented.
+        for kind in ["undocumented", "undocumented_listener"] {
+            for f in findings(r, kind) {
+                let t = f["transport"].as_str().unwrap_or("");
+                if let Some(p) = f["port"].as_u64().and_then(|p| u16::try_from(p).ok())
+                    && documented.contains(&(t.to_owned(), p))
+                {
+                    problems.push(format!(
+                        "{h}: {kind} finding for {t}/{p}, which the spec documents: {f}"
+                    ));
+                }
+            }
+        }
+        // Unused entries: the never-used ones are listed; the used ones are not.
+        let unused: BTreeSet<&str> = findings(r, "unused").map(entry_id).collect();
+        for id in NEVER_USED {
+            if !unused.contains(id) {
+                problems.push(format!(
+                    "{h}: entry {id} saw no traffic but is not reported unused"
+                ));
+            }
+        }
+        for id in used_on(h) {
+            if unused.contains(id) {
+                problems.push(format!(
+                    "{h}: entry {id} carried traffic but is reported unused"
+                ));
+            }
+        }
+        if h != Host::N1 {
+            for id in USED_ON_N1_ONLY {
+                if !unused.contains(id) {
+                    problems.push(format!(
+                        "{h}: entry {id} is used on n1 only but not reported unused here"
+                    ));
+                }
+            }
+        }
+        // Zones: the only peer outside its zone is the outside client on the admin-only port.
+        for f in findings(r, "peer_outside_zone") {
+            let outside: Vec<&str> = f["outside"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            let expected = h == Host::N1
+                && entry_id(f) == "ops-22-ssh"
+                && outside == [Host::Outside.v4().to_string()];
+            if !expected {
+                problems.push(format!("{h}: unexpected peer_outside_zone finding: {f}"));
+            }
+        }
+        if h == Host::N1 && !findings(r, "peer_outside_zone").any(|f| entry_id(f) == "ops-22-ssh") {
+            problems.push(
+                "n1: the outside client reached the admin-only ssh port, but no peer_outside_zone finding names ops-22-ssh".into(),
+            );
+        }
+        // memcached over UDP: the spec documents TCP.
+        let want_role = match h {
+            Host::N2 => Some("server"),
+            Host::N1 => Some("client"),
+            _ => None,
+        };
+        if let Some(role) = want_role
+            && !findings(r, "wrong_transport").any(|f| {
+                entry_id(f) == "intra-11211-memcached"
+                    && f["transport"] == "udp"
+                    && f["role"] == role
+            })
+        {
+            problems.push(format!(
+                "{h}: memcached over UDP ({role}) should be a wrong_transport finding of intra-11211-memcached"
+            ));
+        }
+        let health = &r["health"];
+        for k in [
+            "capture_drops",
+            "flow_table_full",
+            "port_table_full",
+            "malformed",
+        ] {
+            if health[k].as_u64().unwrap_or(0) != 0 {
+                problems.push(format!("{h}: health.{k} = {}", health[k]));
+            }
+        }
+    }
+    Ok(problems)
+}
+
+/// Per-port totals portwatch reports against tshark's, exactly (packets and link-layer bytes),
+/// for every key of the oracle whose port is on this node's side.
+pub fn port_counts(
+    h: Host,
+    portwatch: &BTreeMap<PortKey, (u64, u64)>,
+    oracle: &BTreeMap<PortKey, Counts>,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (k, c) in oracle.iter().filter(|(k, _)| k.side == Side::Local) {
+        let got = portwatch.get(k).copied().unwrap_or((0, 0));
+        if got != (c.packets, c.frame_bytes) {
+            problems.push(format!(
+                "{h} {k}: portwatch counted {} packets / {} bytes, tshark {} / {}",
+                got.0, got.1, c.packets, c.frame_bytes
+            ));
+        }
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_of_reads_every_shape() {
+        let v = |s: &str| toml::Value::String(s.into());
+        assert_eq!(ports_of(Some(&toml::Value::Integer(22))), vec![22]);
+        assert_eq!(
+            ports_of(Some(&v(
+                "Default: 5672, 15672; TLS: 5671, 15671; Dist: 25672; Discovery (ERL): 4369"
+            ))),
+            vec![5672, 15672, 5671, 15671, 25672, 4369]
+        );
+        assert_eq!(ports_of(Some(&v("445, 137-139"))), vec![445, 137, 138, 139]);
+        assert_eq!(ports_of(Some(&v("25 or 587"))), vec![25, 587]);
+        assert!(ports_of(Some(&v("none"))).is_empty());
+    }
+
+    #[test]
+    fn the_scenario_spec_documents_the_services_but_not_redis() {
+        let d = documented_ports(&super::super::portwatch::spec_path()).expect("reading the spec");
+        for p in [
+            22, 80, 443, 2181, 2888, 3888, 4369, 5432, 5672, 11211, 15672, 25672,
+        ] {
+            assert!(
+                d.contains(&("tcp".into(), p)),
+                "tcp/{p} should be documented"
+            );
+        }
+        assert!(
+            !d.contains(&("tcp".into(), 6379)),
+            "Redis must not be documented"
+        );
+        assert!(
+            !d.contains(&("udp".into(), 11211)),
+            "memcached is documented over TCP only"
+        );
+    }
+}

@@ -1,0 +1,207 @@
+//! Runs portwatch's own binary on the scenario, as an operator would: `analyze` on the captures
+//! (offline), and reads what it writes as JSON (the versioned report schema, not portwatch's
+//! Rust types). It owns no process that outlives a call.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+use super::daemons::Transport;
+use super::error::{ClusterError, Result, io_err};
+use super::lab::Host;
+use super::oracle::{Dir, PortKey, Side};
+
+/// The scenario's spec and inventory (tests/scenario/).
+pub fn scenario_file(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scenario")
+        .join(name)
+}
+
+pub fn spec_path() -> PathBuf {
+    scenario_file("cluster-spec.toml")
+}
+
+pub fn inventory_path() -> PathBuf {
+    scenario_file("cluster-inventory.toml")
+}
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// The portwatch binary: `$PORTWATCH_BIN` if set, else built now with cargo (a no-op when it is
+/// up to date) into the target directory this program runs from.
+pub fn binary() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("PORTWATCH_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut c = Command::new(cargo);
+    c.args(["build", "--quiet", "-p", "portwatch", "--bin", "portwatch"])
+        .current_dir(workspace_root());
+    let dir = target_profile_dir()?;
+    // Build into the target directory we run from, whatever CARGO_TARGET_DIR says.
+    if let Some(target) = dir.parent() {
+        c.env("CARGO_TARGET_DIR", target);
+    }
+    let command = super::show(&c);
+    let out = c.output().map_err(|source| ClusterError::Spawn {
+        command: command.clone(),
+        source,
+    })?;
+    if !out.status.success() {
+        return Err(ClusterError::Failed {
+            command,
+            status: out.status.to_string(),
+            output: String::from_utf8_lossy(&out.stderr).into_owned(),
+        });
+    }
+    let bin = dir.join("portwatch");
+    if !bin.exists() {
+        return Err(ClusterError::MissingTools {
+            missing: format!("{} (cargo built it elsewhere?)", bin.display()),
+        });
+    }
+    Ok(bin)
+}
+
+/// target/<profile> of the running executable (a test binary lives one level deeper, in deps/).
+/// Only debug builds are made here.
+fn target_profile_dir() -> Result<PathBuf> {
+    let exe = std::env::current_exe().map_err(io_err("locating the running executable", "."))?;
+    let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    if dir.ends_with("release") {
+        // The demo may run from a release build; the agent is built in debug next to it.
+        dir.pop();
+        dir.push("debug");
+    }
+    Ok(dir)
+}
+
+fn run_json(bin: &Path, args: &[&str]) -> Result<Value> {
+    let mut c = Command::new(bin);
+    c.args(args);
+    let command = super::show(&c);
+    let out = c.output().map_err(|source| ClusterError::Spawn {
+        command: command.clone(),
+        source,
+    })?;
+    if !out.status.success() {
+        return Err(ClusterError::Failed {
+            command,
+            status: out.status.to_string(),
+            output: String::from_utf8_lossy(&out.stderr).into_owned(),
+        });
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| ClusterError::UnexpectedOutput {
+        command,
+        expected: format!("JSON ({e})"),
+        output: String::from_utf8_lossy(&out.stdout)
+            .chars()
+            .take(2000)
+            .collect(),
+    })
+}
+
+/// `portwatch analyze --format json` of one node's capture against the scenario's spec.
+pub fn analyze(bin: &Path, h: Host, pcap: &Path) -> Result<Value> {
+    let spec = spec_path();
+    let inv = inventory_path();
+    run_json(
+        bin,
+        &[
+            "analyze",
+            "--spec",
+            &spec.to_string_lossy(),
+            "--inventory",
+            &inv.to_string_lossy(),
+            "--node",
+            h.name(),
+            "--no-progress",
+            "--format",
+            "json",
+            &pcap.to_string_lossy(),
+        ],
+    )
+}
+
+/// portwatch's per-port totals (packets, bytes) of one node's capture (`analyze
+/// --observations`), keyed like the oracle's.
+pub fn observed_port_totals(
+    bin: &Path,
+    h: Host,
+    pcap: &Path,
+) -> Result<BTreeMap<PortKey, (u64, u64)>> {
+    let spec = spec_path();
+    let v = run_json(
+        bin,
+        &[
+            "analyze",
+            "--spec",
+            &spec.to_string_lossy(),
+            "--node",
+            h.name(),
+            "--inventory",
+            &inventory_path().to_string_lossy(),
+            "--no-progress",
+            "--observations",
+            "--format",
+            "json",
+            &pcap.to_string_lossy(),
+        ],
+    )?;
+    port_totals(&v["observations"]["ports"]).ok_or_else(|| ClusterError::UnexpectedOutput {
+        command: format!("portwatch analyze --observations {}", pcap.display()),
+        expected: "observations.ports: [{transport, port, side, dir, counts: {packets, bytes}}]"
+            .into(),
+        output: v["observations"]["ports"]
+            .to_string()
+            .chars()
+            .take(2000)
+            .collect(),
+    })
+}
+
+/// Reads a JSON list of per-port totals.
+pub fn port_totals(list: &Value) -> Option<BTreeMap<PortKey, (u64, u64)>> {
+    let mut out = BTreeMap::new();
+    for p in list.as_array()? {
+        // Other transports are named or numbered ({"other": 2}); the scenario counts TCP and UDP.
+        let transport = match p["transport"].as_str() {
+            Some("tcp") => Transport::Tcp,
+            Some("udp") => Transport::Udp,
+            _ => continue,
+        };
+        let side = match p["side"].as_str()? {
+            "local" => Side::Local,
+            "remote" => Side::Remote,
+            _ => return None,
+        };
+        let dir = match p["dir"].as_str()? {
+            "in" => Dir::In,
+            "out" => Dir::Out,
+            _ => return None,
+        };
+        let port = u16::try_from(p["port"].as_u64()?).ok()?;
+        let c = &p["counts"];
+        out.insert(
+            PortKey {
+                transport,
+                port,
+                side,
+                dir,
+            },
+            (c["packets"].as_u64()?, c["bytes"].as_u64()?),
+        );
+    }
+    Some(out)
+}
