@@ -83,7 +83,7 @@ fn orienter(values: &[String]) -> anyhow::Result<Orienter> {
     Ok(Orienter::new(addrs, nets))
 }
 
-fn ephemeral(v: &str) -> anyhow::Result<PortRange> {
+pub(crate) fn ephemeral(v: &str) -> anyhow::Result<PortRange> {
     let parse = |p: &str| p.trim().parse::<u16>().ok();
     match v.split_once('-').map(|(a, b)| (parse(a), parse(b))) {
         Some((Some(a), Some(b))) => Ok(PortRange::new(a, b)),

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 pub mod analyze;
 pub mod listeners;
 pub mod merge;
+pub mod report;
 pub mod spec;
 pub mod suggest;
 
@@ -51,6 +52,8 @@ pub enum Command {
     Listeners(listeners::ListenersArgs),
     /// Merge node reports into the cluster view.
     Merge(merge::MergeArgs),
+    /// Build a report from the agent's history database (e.g. the last 30 days).
+    Report(report::ReportArgs),
 }
 
 /// Runs a parsed command line.
@@ -60,5 +63,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Spec(a) => spec::run(a),
         Command::Listeners(a) => listeners::run(a),
         Command::Merge(a) => merge::run(a),
+        Command::Report(a) => report::run(a),
     }
 }
