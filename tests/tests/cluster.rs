@@ -147,6 +147,7 @@ fn cluster_daemons_traffic_and_oracle() {
     for h in Host::NODES {
         problems.extend(checks::port_counts(h, &a.totals[&h], &o.oracle[&h]));
     }
+    problems.extend(checks::cluster_report(&a.cluster));
     assert!(
         problems.is_empty(),
         "{} problems:\n{}",

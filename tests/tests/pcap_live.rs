@@ -133,7 +133,9 @@ fn an_idle_interface_neither_blocks_collect_nor_shutdown() {
     }
     let ns = NetNs::new("pcapidle");
     // A veth pair inside the namespace: nothing sends on it.
-    ip(&["-n", &ns.0, "link", "add", "pwidle0", "type", "veth", "peer", "name", "pwidle1"]);
+    ip(&[
+        "-n", &ns.0, "link", "add", "pwidle0", "type", "veth", "peer", "name", "pwidle1",
+    ]);
     ip(&["-n", &ns.0, "link", "set", "pwidle0", "up"]);
     ip(&["-n", &ns.0, "link", "set", "pwidle1", "up"]);
     let (collect_took, drop_took, ifaces) = ns.run(|| {

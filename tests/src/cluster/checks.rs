@@ -302,6 +302,83 @@ pub fn node_reports(reports: &BTreeMap<Host, Value>, spec: &Path) -> Result<Vec<
     Ok(problems)
 }
 
+/// The checks of issue 8 item 4 on the cluster report (`portwatch merge` of n1, n2, n3): an
+/// entry used on one node only is not unused in the cluster; entries nothing used are.
+pub fn cluster_report(c: &Value) -> Vec<String> {
+    let mut problems = Vec::new();
+    let names = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|n| n.as_str().map(str::to_owned))
+            .collect()
+    };
+    let unused: BTreeSet<&str> = c["unused"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["id"].as_str())
+        .collect();
+    for id in NEVER_USED {
+        if !unused.contains(id) {
+            problems.push(format!(
+                "cluster: entry {id} saw no traffic anywhere but is not unused"
+            ));
+        }
+    }
+    for h in Host::NODES {
+        for id in used_on(h) {
+            if unused.contains(id) {
+                problems.push(format!(
+                    "cluster: entry {id} is used on {h} but unused in the cluster"
+                ));
+            }
+        }
+    }
+    for id in USED_ON_N1_ONLY {
+        let usage = c["entries"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|u| u["entry"]["id"] == *id);
+        match usage {
+            Some(u) => {
+                let (used, not) = (names(&u["used_on"]), names(&u["unused_on"]));
+                if used != ["n1"] || not != ["n2", "n3"] {
+                    problems.push(format!(
+                        "cluster: entry {id} should be used on n1 and unused on n2, n3; used_on {used:?}, unused_on {not:?}"
+                    ));
+                }
+            }
+            None => problems.push(format!("cluster: no usage line for entry {id}")),
+        }
+    }
+    let nodes: Vec<String> = c["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n["name"].as_str().map(str::to_owned))
+        .collect();
+    if nodes != ["n1", "n2", "n3"] {
+        problems.push(format!("cluster: nodes {nodes:?}, expected n1, n2, n3"));
+    }
+    let findings: Vec<&Value> = c["findings"].as_array().into_iter().flatten().collect();
+    if !findings
+        .iter()
+        .any(|f| f["node"] == "n3" && f["kind"] == "undocumented" && f["port"] == 6379)
+    {
+        problems.push("cluster: the findings should list n3's undocumented tcp/6379".into());
+    }
+    if !findings.iter().any(|f| {
+        f["node"] == "n1" && f["kind"] == "peer_outside_zone" && f["entry"]["id"] == "ops-22-ssh"
+    }) {
+        problems.push(
+            "cluster: the findings should list n1's peer outside the zone of ops-22-ssh".into(),
+        );
+    }
+    problems
+}
+
 /// Per-port totals portwatch reports against tshark's, exactly (packets and link-layer bytes),
 /// for every key of the oracle whose port is on this node's side.
 pub fn port_counts(

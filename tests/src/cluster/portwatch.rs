@@ -88,6 +88,12 @@ fn target_profile_dir() -> Result<PathBuf> {
 }
 
 fn run_json(bin: &Path, args: &[&str]) -> Result<Value> {
+    run_json_ok(bin, args, &[0])
+}
+
+/// Runs portwatch and parses its standard output as JSON; `ok` lists the exit codes that are
+/// not failures (`merge` exits 1 when the cluster has findings, as documented).
+fn run_json_ok(bin: &Path, args: &[&str], ok: &[i32]) -> Result<Value> {
     let mut c = Command::new(bin);
     c.args(args);
     let command = super::show(&c);
@@ -95,7 +101,7 @@ fn run_json(bin: &Path, args: &[&str]) -> Result<Value> {
         command: command.clone(),
         source,
     })?;
-    if !out.status.success() {
+    if !out.status.code().is_some_and(|c| ok.contains(&c)) {
         return Err(ClusterError::Failed {
             command,
             status: out.status.to_string(),
@@ -132,6 +138,15 @@ pub fn analyze(bin: &Path, h: Host, pcap: &Path) -> Result<Value> {
             &pcap.to_string_lossy(),
         ],
     )
+}
+
+/// `portwatch merge --format json` of node reports (JSON files). Exit status 1 (the cluster has
+/// findings) is expected here.
+pub fn merge(bin: &Path, reports: &[PathBuf]) -> Result<Value> {
+    let mut args = vec!["merge".to_owned(), "--format".into(), "json".into()];
+    args.extend(reports.iter().map(|p| p.to_string_lossy().into_owned()));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    run_json_ok(bin, &refs, &[0, 1])
 }
 
 /// portwatch's per-port totals (packets, bytes) of one node's capture (`analyze

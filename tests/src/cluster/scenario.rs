@@ -61,6 +61,8 @@ pub struct Analysis {
     pub reports: BTreeMap<Host, serde_json::Value>,
     /// Per node: portwatch's per-port totals (packets, bytes) of the same capture.
     pub totals: BTreeMap<Host, BTreeMap<PortKey, (u64, u64)>>,
+    /// `portwatch merge` of the three node reports.
+    pub cluster: serde_json::Value,
 }
 
 /// What a run produced.
@@ -182,21 +184,31 @@ pub fn run(opts: &Options) -> Result<Outcome> {
     let analysis = match &bin {
         Some(bin) => {
             let mut a = Analysis::default();
+            let dir = match &opts.reports_dir {
+                Some(d) => {
+                    std::fs::create_dir_all(d).map_err(io_err("creating", d))?;
+                    d.clone()
+                }
+                None => lab.subdir("reports")?,
+            };
+            let mut files = Vec::new();
             for c in &caps {
                 let report = super::portwatch::analyze(bin, c.host, &c.pcap)?;
-                if let Some(dir) = &opts.reports_dir {
-                    std::fs::create_dir_all(dir).map_err(io_err("creating", dir))?;
-                    let f = dir.join(format!("{}-analyze.json", c.host.name()));
-                    let text = serde_json::to_string_pretty(&report).unwrap_or_default();
-                    std::fs::write(&f, text).map_err(io_err("writing", &f))?;
-                }
+                let f = dir.join(format!("{}-analyze.json", c.host.name()));
+                let text = serde_json::to_string_pretty(&report).unwrap_or_default();
+                std::fs::write(&f, text).map_err(io_err("writing", &f))?;
+                files.push(f);
                 a.reports.insert(c.host, report);
                 a.totals.insert(
                     c.host,
                     super::portwatch::observed_port_totals(bin, c.host, &c.pcap)?,
                 );
             }
-            ph.mark("portwatch analyze");
+            a.cluster = super::portwatch::merge(bin, &files)?;
+            let f = dir.join("cluster-analyze.json");
+            let text = serde_json::to_string_pretty(&a.cluster).unwrap_or_default();
+            std::fs::write(&f, text).map_err(io_err("writing", &f))?;
+            ph.mark("portwatch analyze and merge");
             Some(a)
         }
         None => None,
