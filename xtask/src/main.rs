@@ -3,6 +3,7 @@
 mod bench;
 mod bench_html;
 mod bench_pcap;
+mod demo;
 mod fuzz;
 mod setup;
 mod util;
@@ -36,6 +37,8 @@ enum Task {
     /// Benchmarks printing figures and ratios (`cargo xtask bench pcap`).
     /// Benchmarks printing figures and ratios (`cargo xtask bench html`).
     Bench(bench::BenchArgs),
+    /// The end-to-end cluster scenario for a person: reports left in a folder, printed at the end.
+    Demo(demo::DemoArgs),
 }
 
 mod run;
@@ -50,5 +53,6 @@ fn main() -> Result<()> {
         Task::Test(a) => test::run(&a),
         Task::Fuzz(a) => fuzz::run(&a),
         Task::Bench(a) => bench::run(&a),
+        Task::Demo(a) => demo::run(&a),
     }
 }
