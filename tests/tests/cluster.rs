@@ -146,6 +146,12 @@ fn cluster_daemons_traffic_and_oracle() {
         checks::node_reports(&a.reports, &portwatch::spec_path()).expect("reading the spec");
     for h in Host::NODES {
         problems.extend(checks::port_counts(h, &a.totals[&h], &o.oracle[&h]));
+        let (p, compared) = checks::finding_port_totals(h, &a.reports[&h], &o.oracle[&h]);
+        assert!(
+            compared >= 3,
+            "{h}: only {compared} findings carried port totals"
+        );
+        problems.extend(p);
     }
     problems.extend(checks::cluster_report(&a.cluster));
     assert!(

@@ -399,6 +399,82 @@ pub fn port_counts(
     problems
 }
 
+/// The exact per-port counts a report's findings carry (`port_totals`: the service ports on the
+/// service side, summed over `ports_seen`) against tshark's, for every finding whose ports the
+/// oracle counted. Returns the problems and how many findings were compared.
+pub fn finding_port_totals(
+    h: Host,
+    report: &Value,
+    oracle: &BTreeMap<PortKey, Counts>,
+) -> (Vec<String>, usize) {
+    use super::daemons::Transport;
+    use super::oracle::Dir;
+    let mut problems = Vec::new();
+    let mut compared = 0;
+    for f in report["findings"].as_array().into_iter().flatten() {
+        let t = &f["port_totals"];
+        if t.is_null() {
+            continue;
+        }
+        let transport = match f["transport"].as_str() {
+            Some("tcp") => Transport::Tcp,
+            Some("udp") => Transport::Udp,
+            _ => continue,
+        };
+        let side = if f["role"] == "client" {
+            Side::Remote
+        } else {
+            Side::Local
+        };
+        let ports: Vec<u16> = match f["port"].as_u64() {
+            Some(p) => vec![u16::try_from(p).unwrap_or(0)],
+            None => f["ports_seen"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p.as_u64().and_then(|p| u16::try_from(p).ok()))
+                .collect(),
+        };
+        let sum = |dir: Dir| -> Option<(u64, u64)> {
+            let mut acc = (0, 0);
+            for &port in &ports {
+                let c = oracle.get(&PortKey {
+                    transport,
+                    port,
+                    side,
+                    dir,
+                })?;
+                acc.0 += c.packets;
+                acc.1 += c.frame_bytes;
+            }
+            Some(acc)
+        };
+        let (Some(want_in), Some(want_out)) = (sum(Dir::In), sum(Dir::Out)) else {
+            continue;
+        };
+        if ports.is_empty() {
+            continue;
+        }
+        compared += 1;
+        let got_in = (
+            t["packets_in"].as_u64().unwrap_or(0),
+            t["bytes_in"].as_u64().unwrap_or(0),
+        );
+        let got_out = (
+            t["packets_out"].as_u64().unwrap_or(0),
+            t["bytes_out"].as_u64().unwrap_or(0),
+        );
+        if (got_in, got_out) != (want_in, want_out) {
+            problems.push(format!(
+                "{h} {} finding on {}/{ports:?} ({side:?} side): port_totals in {got_in:?} out {got_out:?} (packets, bytes), tshark in {want_in:?} out {want_out:?}",
+                f["kind"].as_str().unwrap_or("?"),
+                transport.name(),
+            ));
+        }
+    }
+    (problems, compared)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
