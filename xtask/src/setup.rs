@@ -25,8 +25,11 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "bpftool",
     "softflowd",
     "prometheus",
+    // systemd-analyze verifies deploy/systemd/portwatch.service offline (portwatch/tests/deploy.rs).
+    "systemd",
     "libcap2-bin",
     "python3",
+    "python3-pip",
     // The cluster scenario (tests/src/cluster): daemons started inside namespaces, their clients.
     "postgresql",
     "postgresql-client",
@@ -60,6 +63,7 @@ pub fn run(args: &SetupArgs) -> Result<()> {
     bpf_linker(&mut did)?;
     if !args.no_packages {
         packages(&mut did)?;
+        python_packages(&mut did)?;
     }
     bpffs(&mut did);
     if did.is_empty() {
@@ -236,6 +240,36 @@ fn packages(did: &mut Vec<String>) -> Result<()> {
     args.extend(&missing);
     sh(&mut apt(&args))?;
     did.push(format!("installed Debian packages: {}", missing.join(" ")));
+    Ok(())
+}
+
+/// Python packages the tests run (from PyPI): kubernetes-validate checks
+/// deploy/kubernetes/daemonset.yaml against the Kubernetes API schemas it ships.
+pub const PYTHON_PACKAGES: &[(&str, &str)] = &[("kubernetes-validate", "kubernetes_validate")];
+
+fn python_packages(did: &mut Vec<String>) -> Result<()> {
+    for (package, module) in PYTHON_PACKAGES {
+        let have = Command::new("python3")
+            .args(["-c", &format!("import {module}")])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if have {
+            continue;
+        }
+        let pip = |extra: &[&str]| {
+            Command::new("python3")
+                .args(["-m", "pip", "install", "--quiet"])
+                .args(extra)
+                .arg(package)
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        // Debian's own python3 refuses pip installs into the system without the flag.
+        if !pip(&[]) && !pip(&["--break-system-packages"]) {
+            bail!("could not install the Python package {package} with pip");
+        }
+        did.push(format!("installed Python package {package}"));
+    }
     Ok(())
 }
 
