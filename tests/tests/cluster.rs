@@ -57,6 +57,7 @@ fn cluster_daemons_traffic_and_oracle() {
     let opts = Options {
         keep_pcaps: std::env::var_os("PORTWATCH_CLUSTER_PCAPS").map(Into::into),
         analyze: true,
+        agents: false,
         reports_dir: None,
     };
     let o = scenario::run(&opts)

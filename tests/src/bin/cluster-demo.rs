@@ -53,6 +53,7 @@ fn main() -> ExitCode {
     let opts = Options {
         keep_pcaps: Some(out.join("pcap")),
         analyze: true,
+        agents: false,
         reports_dir: Some(out.clone()),
     };
     eprintln!(

@@ -21,6 +21,7 @@ pub const PREFIX: &str = "pw8";
 /// The interface name of every host's veth end inside its namespace.
 pub const IFACE: &str = "eth0";
 const BRIDGE: &str = "br0";
+const BPFFS: &str = "/sys/fs/bpf";
 
 /// Set by a signal handler (the demo's); every wait loop checks it and gives up with
 /// [`ClusterError::Interrupted`] so the guards clean up.
@@ -119,6 +120,8 @@ pub struct Lab {
     dir: PathBuf,
     namespaces: Vec<String>,
     etc_dirs: Vec<PathBuf>,
+    /// Pin directories on bpffs (the agents' maps), removed after the processes are gone.
+    bpf_dirs: Vec<PathBuf>,
     made_run_sshd: bool,
     procs: Mutex<Vec<Owned>>,
     closed: bool,
@@ -170,6 +173,7 @@ impl Lab {
             dir: dir.clone(),
             namespaces: Vec::new(),
             etc_dirs: Vec::new(),
+            bpf_dirs: Vec::new(),
             made_run_sshd: false,
             procs: Mutex::new(Vec::new()),
             closed: false,
@@ -286,6 +290,17 @@ impl Lab {
     pub fn subdir(&self, name: &str) -> Result<PathBuf> {
         let d = self.dir.join(name);
         fs::create_dir_all(&d).map_err(io_err("creating", &d))?;
+        Ok(d)
+    }
+
+    /// A fresh pin directory on bpffs, /sys/fs/bpf/<id>-<name> (removed with its pins at the end).
+    pub fn bpffs_dir(&mut self, name: &str) -> Result<PathBuf> {
+        let d = Path::new(BPFFS).join(format!("{}-{name}", self.id));
+        if d.exists() {
+            fs::remove_dir_all(&d).map_err(io_err("removing old pin directory", &d))?;
+        }
+        fs::create_dir_all(&d).map_err(io_err("creating a pin directory on bpffs", &d))?;
+        self.bpf_dirs.push(d.clone());
         Ok(d)
     }
 
@@ -540,7 +555,7 @@ impl Lab {
                 left.push(format!("namespace {ns}: {e}"));
             }
         }
-        for d in &self.etc_dirs {
+        for d in self.etc_dirs.iter().chain(&self.bpf_dirs) {
             if let Err(e) = fs::remove_dir_all(d) {
                 left.push(format!("{}: {e}", d.display()));
             }
@@ -621,6 +636,18 @@ pub fn leftovers(id: &str) -> Vec<String> {
             let n = e.file_name().to_string_lossy().into_owned();
             if n.starts_with(&format!("{id}-")) {
                 out.push(format!("/etc/netns/{n}"));
+            }
+        }
+    }
+    for base in [Path::new(BPFFS).to_path_buf()] {
+        if let Ok(rd) = fs::read_dir(&base) {
+            for e in rd.flatten() {
+                if e.file_name()
+                    .to_string_lossy()
+                    .starts_with(&format!("{id}-"))
+                {
+                    out.push(e.path().display().to_string());
+                }
             }
         }
     }
@@ -732,7 +759,11 @@ fn sweep_stale() {
         eprintln!("cluster: removing namespace {ns} left by an earlier run");
         let _ = ip(&["netns", "del", &ns]);
     }
-    for base in [Path::new("/etc/netns").to_path_buf(), std::env::temp_dir()] {
+    for base in [
+        Path::new("/etc/netns").to_path_buf(),
+        Path::new(BPFFS).to_path_buf(),
+        std::env::temp_dir(),
+    ] {
         if let Ok(rd) = fs::read_dir(&base) {
             for e in rd.flatten() {
                 let n = e.file_name().to_string_lossy().into_owned();

@@ -2,6 +2,7 @@
 //! and an outside client, real Debian daemons on the nodes, real clients, and tcpdump + tshark as
 //! the independent oracle. It owns every namespace, process and file it makes (see [`lab::Lab`])
 //! and never touches portwatch's own code paths: the agents it runs are separate processes.
+pub mod agents;
 pub mod checks;
 pub mod daemons;
 pub mod error;

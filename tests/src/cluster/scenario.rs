@@ -51,7 +51,21 @@ pub struct Options {
     /// Run `portwatch analyze` on each node's capture (offline classification and per-port
     /// totals), writing the JSON reports here when set.
     pub analyze: bool,
+    /// Run a portwatch agent (`portwatch run`, eBPF backend) on every node from before the
+    /// daemons start until after the traffic.
+    pub agents: bool,
     pub reports_dir: Option<PathBuf>,
+}
+
+/// What the agents reported.
+#[derive(Debug)]
+pub struct AgentRun {
+    /// Per node: the JSON report written at SIGTERM.
+    pub reports: BTreeMap<Host, serde_json::Value>,
+    /// `portwatch merge` of them.
+    pub cluster: serde_json::Value,
+    /// Where the agents wrote (one directory per node) and the merged reports are.
+    pub dir: PathBuf,
 }
 
 /// portwatch's offline view of the captures.
@@ -77,6 +91,8 @@ pub struct Outcome {
     pub captures: BTreeMap<Host, CaptureStats>,
     /// `portwatch analyze` of the captures, when asked for.
     pub analysis: Option<Analysis>,
+    /// The agents' reports, when asked for.
+    pub agents: Option<AgentRun>,
     /// Whether the network went idle after the daemons were frozen.
     pub quiet: bool,
     /// Named phases and how long each took.
@@ -107,7 +123,7 @@ pub fn run(opts: &Options) -> Result<Outcome> {
         list: Vec::new(),
     };
     // Build portwatch first: a compile error should not cost a cluster start.
-    let bin = if opts.analyze {
+    let bin = if opts.analyze || opts.agents {
         let b = super::portwatch::binary()?;
         ph.mark("portwatch built");
         Some(b)
@@ -125,6 +141,22 @@ pub fn run(opts: &Options) -> Result<Outcome> {
     }
     ph.mark("captures listening");
 
+    let reports_dir = match &opts.reports_dir {
+        Some(d) => {
+            std::fs::create_dir_all(d).map_err(io_err("creating", d))?;
+            d.clone()
+        }
+        None => lab.subdir("reports")?,
+    };
+    let agents = match (&bin, opts.agents) {
+        (Some(bin), true) => {
+            let a = super::agents::start(&mut lab, bin, &reports_dir.join("agents"))?;
+            ph.mark("agents attached");
+            a
+        }
+        _ => Vec::new(),
+    };
+
     let d = daemons::start(&mut lab)?;
     for (name, h, t) in &d.ready_after {
         eprintln!(
@@ -139,10 +171,24 @@ pub fn run(opts: &Options) -> Result<Outcome> {
 
     // Freeze every daemon and client left (not the captures): no heartbeat or tick can add
     // packets between the moment one observer stops and another does.
-    let keep: BTreeSet<u32> = caps.iter().map(|c| c.pid()).collect();
+    let keep: BTreeSet<u32> = caps
+        .iter()
+        .map(|c| c.pid())
+        .chain(agents.iter().map(|a| a.proc.pid))
+        .collect();
     freeze(&lab, &keep)?;
     let quiet = oracle::wait_quiet(&caps, Duration::from_millis(700), Duration::from_secs(10))?;
     ph.mark("quiesced");
+
+    // The agents stop first (their final report, taken while the frozen daemons still hold
+    // their sockets), then the captures: the captures cover everything the agents saw.
+    let agent_reports = if agents.is_empty() {
+        None
+    } else {
+        let r = super::agents::stop(&lab, &agents)?;
+        ph.mark("agents stopped (SIGTERM)");
+        Some(r)
+    };
 
     let mut captures = BTreeMap::new();
     for c in &caps {
@@ -184,13 +230,7 @@ pub fn run(opts: &Options) -> Result<Outcome> {
     let analysis = match &bin {
         Some(bin) => {
             let mut a = Analysis::default();
-            let dir = match &opts.reports_dir {
-                Some(d) => {
-                    std::fs::create_dir_all(d).map_err(io_err("creating", d))?;
-                    d.clone()
-                }
-                None => lab.subdir("reports")?,
-            };
+            let dir = &reports_dir;
             let mut files = Vec::new();
             for c in &caps {
                 let report = super::portwatch::analyze(bin, c.host, &c.pcap)?;
@@ -213,6 +253,29 @@ pub fn run(opts: &Options) -> Result<Outcome> {
         }
         None => None,
     };
+    let agents = match (&bin, agent_reports) {
+        (Some(bin), Some(reports)) if opts.agents => {
+            let dir = reports_dir.join("agents");
+            let files: Vec<PathBuf> = Host::NODES
+                .iter()
+                .map(|h| {
+                    dir.join(h.name())
+                        .join(format!("portwatch-{}.json", h.name()))
+                })
+                .collect();
+            let cluster = super::portwatch::merge(bin, &files)?;
+            let f = dir.join("cluster.json");
+            let text = serde_json::to_string_pretty(&cluster).unwrap_or_default();
+            std::fs::write(&f, text).map_err(io_err("writing", &f))?;
+            ph.mark("agents' reports merged");
+            Some(AgentRun {
+                reports,
+                cluster,
+                dir,
+            })
+        }
+        _ => None,
+    };
 
     let leftovers = lab.close();
     ph.mark("teardown");
@@ -224,6 +287,7 @@ pub fn run(opts: &Options) -> Result<Outcome> {
         oracle: counts,
         captures,
         analysis,
+        agents,
         quiet,
         phases: ph.list,
         leftovers,

@@ -356,22 +356,28 @@ pub fn run(lab: &Lab, daemons: &Daemons) -> Result<Workload> {
             "rabbitmq_version",
         )?;
     }
+    // rabbitmqctl from n3 to each RabbitMQ node: epmd (4369) then Erlang distribution (25672)
+    // on both, whichever node opened the link between n1 and n2 at start-up.
     let home = daemons.erlang_home.to_string_lossy().into_owned();
-    r.step(
-        N3,
-        N1,
-        Tcp,
-        25672,
-        "rabbitmqctl cluster_status (epmd 4369, then distribution)",
-        &[
-            "/usr/lib/rabbitmq/bin/rabbitmqctl",
-            "-n",
-            "rabbit@n1",
-            "cluster_status",
-        ],
-        &[("HOME", home.as_str())],
-        "rabbit@n2",
-    )?;
+    for to in [N1, N2] {
+        let node = format!("rabbit@{}", to.name());
+        let other = if to == N1 { "rabbit@n2" } else { "rabbit@n1" };
+        r.step(
+            N3,
+            to,
+            Tcp,
+            25672,
+            "rabbitmqctl cluster_status (epmd 4369, then distribution)",
+            &[
+                "/usr/lib/rabbitmq/bin/rabbitmqctl",
+                "-n",
+                &node,
+                "cluster_status",
+            ],
+            &[("HOME", home.as_str())],
+            other,
+        )?;
+    }
 
     // ZooKeeper: client operations against each server from another node (writes on followers
     // reach the leader over 2888).
