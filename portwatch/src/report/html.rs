@@ -23,6 +23,8 @@ pub const JS: &str = include_str!("html/report.js");
 const MAP_UNDOCUMENTED: usize = 60;
 /// How many undocumented flows the "top" table lists.
 const TOP_UNDOCUMENTED: usize = 20;
+/// How many services the duration and size table lists (documented ones first).
+const SERVICES_TABLE: usize = 40;
 /// How many services the chart draws one by one (the rest are summed).
 const CHART_SERIES: usize = 6;
 
@@ -1004,8 +1006,21 @@ fn services_table(s: &mut String, services: &[ServiceStats]) {
     if services.is_empty() {
         return;
     }
+    // The documented services (bounded by the spec) and the busiest others: a report with
+    // thousands of undocumented subjects keeps a table a reader can take in.
+    let mut shown: Vec<&ServiceStats> = services.iter().collect();
+    if shown.len() > SERVICES_TABLE {
+        shown.sort_by(|a, b| {
+            (a.entries.is_empty().cmp(&b.entries.is_empty()))
+                .then_with(|| b.series.total_bytes().cmp(&a.series.total_bytes()))
+                .then_with(|| b.duration_us.count.cmp(&a.duration_us.count))
+                .then_with(|| a.service.cmp(&b.service))
+        });
+        shown.truncate(SERVICES_TABLE);
+        shown.sort_by(|a, b| a.service.cmp(&b.service));
+    }
     s.push_str("<h3>Flow duration and size per service</h3>\n<table class=\"services\"><thead><tr><th>Service</th><th class=\"r\">Flows</th><th class=\"r\">Bytes</th><th>Duration p50 / p90 / p99 / max</th><th>Bytes per flow p50 / p90 / p99 / max</th></tr></thead><tbody>\n");
-    for x in services {
+    for x in &shown {
         let (d, b) = (&x.duration_us, &x.bytes);
         let total = if x.series.is_empty() {
             "-".to_owned()
@@ -1028,6 +1043,13 @@ fn services_table(s: &mut String, services: &[ServiceStats]) {
         );
     }
     s.push_str("</tbody></table>\n");
+    if services.len() > shown.len() {
+        let _ = writeln!(
+            s,
+            "<p class=\"note\">{} more services (the quieter undocumented subjects) are in the embedded JSON report.</p>",
+            services.len() - shown.len()
+        );
+    }
 }
 
 /// Line styles: colour, dash pattern and marker differ together, so lines are told apart

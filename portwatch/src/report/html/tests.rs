@@ -255,3 +255,37 @@ fn listeners_page_shows_verdicts_as_text() {
     assert!(s.contains("CAP_SYS_PTRACE"));
     assert!(!s.contains("<script"));
 }
+
+#[test]
+fn thousands_of_services_keep_the_static_page_bounded() {
+    let mut r = build("node-a");
+    let undocumented = r
+        .services
+        .iter()
+        .find(|s| s.entries.is_empty())
+        .cloned()
+        .unwrap();
+    for i in 0..1000 {
+        let mut s = undocumented.clone();
+        s.service = format!("undocumented tcp/{} inbound", 20_000 + i);
+        r.services.push(s);
+    }
+    let page = html(&r);
+    let table = &page[page.find("<table class=\"services\">").unwrap()..];
+    let table = &table[..table.find("</table>").unwrap()];
+    assert_eq!(table.matches("<tr><td>").count(), SERVICES_TABLE);
+    // The documented services are all kept.
+    for s in r.services.iter().filter(|s| !s.entries.is_empty()) {
+        assert!(
+            table.contains(&format!("<tr><td>{}</td>", esc(&s.service))),
+            "{}",
+            s.service
+        );
+    }
+    let more = r.services.len() - SERVICES_TABLE;
+    assert!(page.contains(&format!("{more} more services")));
+    // The chart still draws its six lines and one for the rest.
+    let chart = &page[page.find("<figure class=\"chart\">").unwrap()..];
+    let chart = &chart[..chart.find("</figure>").unwrap()];
+    assert_eq!(chart.matches("<polyline").count(), CHART_SERIES + 1);
+}
