@@ -177,6 +177,11 @@ impl Browser {
         })
     }
 
+    /// The browser's process id (its renderers are descendants).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends one command and waits for its result (events that arrive meanwhile are queued).
     pub fn call(&mut self, session: Option<&str>, method: &str, params: Value) -> Result<Value> {
         let id = self.next_id;

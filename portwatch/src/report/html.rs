@@ -646,12 +646,14 @@ impl<'a> Page<'a> {
         self.top_flows(&mut s);
         self.findings(&mut s);
         w.write_all(s.as_bytes())?;
+        // The rows and the script come before the full report, so the findings table is drawn
+        // while the browser is still reading the (much larger) embedded report.
         w.write_all(b"<script type=\"application/json\" id=\"portwatch-rows\">")?;
         json_in_script(w, &self.rows)?;
-        w.write_all(b"</script>\n<script type=\"application/json\" id=\"portwatch-report\">")?;
-        report_json(w)?;
         w.write_all(b"</script>\n<script>\n")?;
         w.write_all(JS.as_bytes())?;
+        w.write_all(b"</script>\n<script type=\"application/json\" id=\"portwatch-report\">")?;
+        report_json(w)?;
         w.write_all(b"</script>\n</body>\n</html>\n")
     }
 

@@ -24,23 +24,18 @@ fn arg(name: &str, default: usize) -> Result<usize> {
     Ok(default)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+fn page_arg() -> Option<PathBuf> {
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        if a == "--page" {
+            return it.next().map(PathBuf::from);
+        }
+    }
+    None
 }
 
-fn main() -> Result<()> {
-    let want = arg("--findings", 10_000)?;
-    let runs = arg("--runs", 5)?.max(1);
-    let chromium = find_chromium().context(
-        "Chromium not found (Debian package `chromium`; `cargo xtask setup` installs it)",
-    )?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let dir = target.join("artefacts");
-    std::fs::create_dir_all(&dir)?;
-
+/// Builds a report with `want` findings, renders it, writes the page; returns it and the count.
+fn generate(want: usize, dir: &std::path::Path) -> Result<(PathBuf, usize)> {
     // Each extra undocumented port is one finding; the base scenario has a few dozen.
     let base = node_report(0).findings.len();
     if want < base {
@@ -62,13 +57,93 @@ fn main() -> Result<()> {
         html.len() as f64 / 1e6,
         page.display()
     );
+    Ok((page, r.findings.len()))
+}
+
+/// CPU time (user + system, ms) of `root` and all its descendants, from /proc: what the
+/// browser spent, whatever else the machine is doing.
+fn tree_cpu_ms(root: u32) -> f64 {
+    let tick = 100.0; // USER_HZ on Linux
+    let mut procs: Vec<(u32, u32, u64)> = Vec::new();
+    if let Ok(rd) = std::fs::read_dir("/proc") {
+        for e in rd.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            // Fields after the command (which may hold spaces) in parentheses.
+            let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+                continue;
+            };
+            let f: Vec<&str> = rest.split(' ').collect();
+            let (Some(ppid), Some(ut), Some(st)) = (f.get(1), f.get(11), f.get(12)) else {
+                continue;
+            };
+            let cpu = ut.parse::<u64>().unwrap_or(0) + st.parse::<u64>().unwrap_or(0);
+            procs.push((pid, ppid.parse().unwrap_or(0), cpu));
+        }
+    }
+    let mut tree = vec![root];
+    let mut total = 0;
+    let mut i = 0;
+    while i < tree.len() {
+        let p = tree[i];
+        for (pid, ppid, cpu) in &procs {
+            if *pid == p {
+                total += cpu;
+            }
+            if *ppid == p && !tree.contains(pid) {
+                tree.push(*pid);
+            }
+        }
+        i += 1;
+    }
+    total as f64 * 1000.0 / tick
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() -> Result<()> {
+    let want = arg("--findings", 10_000)?;
+    let runs = arg("--runs", 5)?.max(1);
+    let chromium = find_chromium().context(
+        "Chromium not found (Debian package `chromium`; `cargo xtask setup` installs it)",
+    )?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let dir = target.join("artefacts");
+    std::fs::create_dir_all(&dir)?;
+
+    // `--page FILE` measures an existing page instead (to compare variants of one page).
+    let (page, findings) = match page_arg() {
+        Some(p) => (p, None),
+        None => {
+            let (p, n) = generate(want, &dir)?;
+            (p, Some(n))
+        }
+    };
 
     let mut b = Browser::launch(&chromium, &dir.join("tmp"))?;
     let url = file_url(&page)?;
-    let (mut wall, mut dcl, mut load, mut fcp, mut settled, mut filter) =
-        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let (mut wall, mut dcl, mut load, mut fcp, mut settled, mut filter, mut table, mut cpus) = (
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+    );
     for run in 0..runs {
         let mut tab = b.new_tab(1280, 900)?;
+        let cpu0 = tree_cpu_ms(b.pid());
         let t = Instant::now();
         b.navigate(&mut tab, &url)?;
         // Two animation frames after load: the first page of findings is laid out and painted.
@@ -77,9 +152,19 @@ fn main() -> Result<()> {
             "new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => { const n = performance.getEntriesByType('navigation')[0]; const p = performance.getEntriesByName('first-contentful-paint')[0]; r([n.domContentLoadedEventEnd, n.loadEventEnd, p ? p.startTime : -1, performance.now()]); })))",
         )?;
         let w = t.elapsed().as_secs_f64() * 1e3;
+        let cpu = tree_cpu_ms(b.pid()) - cpu0;
         let v: Vec<f64> = serde_json::from_value(nav)?;
+        let drawn = b
+            .eval(
+                &mut tab,
+                "Number(document.body.getAttribute('data-drawn-ms') || -1)",
+            )?
+            .as_f64()
+            .unwrap_or(-1.0);
         let ready = b.eval(&mut tab, "document.body.getAttribute('data-ready')")?;
-        if ready.as_str() != Some(r.findings.len().to_string().as_str()) {
+        if ready.is_null()
+            || findings.is_some_and(|n| ready.as_str() != Some(n.to_string().as_str()))
+        {
             bail!("the page did not finish its script: data-ready = {ready}");
         }
         let f = b.eval(
@@ -97,7 +182,7 @@ fn main() -> Result<()> {
             bail!("console errors: {errs:?}");
         }
         println!(
-            "run {}: navigate->painted {w:.0} ms; DOMContentLoaded {:.0} ms, load {:.0} ms, first contentful paint {:.0} ms, first page drawn {:.0} ms; search over all findings {:.1} ms ({} rows shown)",
+            "run {}: navigate->painted {w:.0} ms (browser CPU {cpu:.0} ms); findings table drawn {drawn:.0} ms, DOMContentLoaded {:.0} ms, load {:.0} ms, first contentful paint {:.0} ms, first page drawn {:.0} ms; search over all findings {:.1} ms ({} rows shown)",
             run + 1,
             v[0],
             v[1],
@@ -112,10 +197,14 @@ fn main() -> Result<()> {
         fcp.push(v[2]);
         settled.push(v[3]);
         filter.push(fv[0]);
+        table.push(drawn);
+        cpus.push(cpu);
     }
     let m = median(settled.clone());
     println!(
-        "median of {runs}: load event {:.0} ms, first contentful paint {:.0} ms, first page drawn {m:.0} ms (goal 2000 ms: {:.2}x of budget), navigate->painted wall {:.0} ms, DOMContentLoaded {:.0} ms, search {:.1} ms",
+        "median of {runs}: browser CPU {:.0} ms, findings table drawn {:.0} ms, load event {:.0} ms, first contentful paint {:.0} ms, first page drawn {m:.0} ms (goal 2000 ms: {:.2}x of budget), navigate->painted wall {:.0} ms, DOMContentLoaded {:.0} ms, search {:.1} ms",
+        median(cpus),
+        median(table),
         median(load),
         median(fcp),
         m / 2000.0,

@@ -121,4 +121,5 @@
   }
   draw(false);
   document.body.setAttribute('data-ready', String(rows.length));
+  document.body.setAttribute('data-drawn-ms', String(Math.round(performance.now())));
 })();
