@@ -189,7 +189,7 @@ pub fn generate(path: &Path, a: &BenchPcapArgs) -> Result<()> {
     hdr.extend_from_slice(&96u32.to_le_bytes());
     hdr.extend_from_slice(&1u32.to_le_bytes());
     w.write_all(&hdr)?;
-    let mut rng = Rng(0x5eed_0f_9047_c4a7);
+    let mut rng = Rng(0x005e_ed0f_9047_c4a7);
     let concurrent = a.concurrent.max(1) as usize;
     let mut active: Vec<Flow> = (0..concurrent).map(|_| new_flow(&mut rng)).collect();
     let mut started = concurrent as u64;

@@ -8,6 +8,7 @@ pub mod analyze;
 pub mod listeners;
 pub mod merge;
 pub mod report;
+pub mod run;
 pub mod spec;
 pub mod suggest;
 
@@ -44,6 +45,8 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the agent: capture, classify against a spec, report every interval.
+    Run(run::RunArgs),
     /// Analyse pcap/pcapng capture files offline.
     Analyze(analyze::AnalyzeArgs),
     /// Check a port spec or import a vendor port table into a draft spec.
@@ -59,6 +62,7 @@ pub enum Command {
 /// Runs a parsed command line.
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Run(a) => run::run(a),
         Command::Analyze(a) => analyze::run(a),
         Command::Spec(a) => spec::run(a),
         Command::Listeners(a) => listeners::run(a),
