@@ -461,3 +461,30 @@ mod tests {
         assert_eq!(&f[16..18], &[0x08, 0x00]);
     }
 }
+
+/// The `portwatch` binary of this workspace, built (debug) on first use. `PORTWATCH_BIN`
+/// overrides it.
+pub fn portwatch_bin() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("PORTWATCH_BIN") {
+            return PathBuf::from(p);
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("tests/ sits in the workspace")
+            .to_path_buf();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "-p", "portwatch", "--bin", "portwatch"])
+            .current_dir(&root)
+            .status()
+            .expect("running cargo build for the portwatch binary");
+        assert!(status.success(), "cargo build -p portwatch failed");
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target"));
+        target.join("debug/portwatch")
+    })
+    .clone()
+}

@@ -18,7 +18,9 @@ use crate::config::{AgentConfig, BackendChoice, ConfigFile, Overrides};
 /// exit). SIGHUP reloads the spec and inventory (a bad file keeps the old one); SIGINT or
 /// SIGTERM writes a final report and detaches cleanly.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Examples:\n  portwatch run --spec specs/thoughtspot.toml --out /var/lib/portwatch/reports\n  portwatch run --config /etc/portwatch/portwatch.toml -v\n  portwatch run --spec s.toml --iface eth0 --iface lo --interval 10s --duration 1m --out out")]
+#[command(
+    after_help = "Examples:\n  portwatch run --spec specs/thoughtspot.toml --out /var/lib/portwatch/reports\n  portwatch run --config /etc/portwatch/portwatch.toml -v\n  portwatch run --spec s.toml --iface eth0 --iface lo --interval 10s --duration 1m --out out"
+)]
 pub struct RunArgs {
     /// Port spec (TOML) to hold the traffic against.
     #[arg(long, value_name = "FILE")]
@@ -103,7 +105,11 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let loaded = Loaded::load(&cfg.spec, cfg.inventory.as_deref())?;
     check_ifaces(&cfg)?;
     let backend = open_backend(&cfg)?;
-    tracing::info!("capturing with {} on {}", backend.kind(), backend.interfaces().join(", "));
+    tracing::info!(
+        "capturing with {} on {}",
+        backend.kind(),
+        backend.interfaces().join(", ")
+    );
     let host = crate::host::system();
     let node = NodeInfo {
         name: cfg
@@ -118,7 +124,10 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         let formats = cfg
             .formats
             .iter()
-            .map(|f| f.parse::<crate::report::Format>().map_err(anyhow::Error::msg))
+            .map(|f| {
+                f.parse::<crate::report::Format>()
+                    .map_err(anyhow::Error::msg)
+            })
             .collect::<Result<Vec<_>>>()?;
         agent.add_sink(Box::new(agent::ReportFiles::new(dir, &formats)));
     }
@@ -140,7 +149,10 @@ fn check_ifaces(cfg: &AgentConfig) -> Result<()> {
     for w in wanted {
         if !have.iter().any(|i| &i.name == w) {
             let names: Vec<&str> = have.iter().map(|i| i.name.as_str()).collect();
-            bail!("no interface named {w:?}; this host has: {}", names.join(", "));
+            bail!(
+                "no interface named {w:?}; this host has: {}",
+                names.join(", ")
+            );
         }
     }
     Ok(())
