@@ -127,6 +127,12 @@ impl Agent {
         }
     }
 
+    /// Starts the window from stored history (so "unused" covers the retained window, not just
+    /// this run).
+    pub fn seed_window(&mut self, history: &Snapshot) {
+        self.window.add(history);
+    }
+
     /// Adds a sink.
     pub fn add_sink(&mut self, s: Box<dyn Sink>) {
         self.sinks.push(s);

@@ -128,6 +128,8 @@ pub mod defaults {
     pub const PIN_DIR: &str = "/sys/fs/bpf/portwatch";
     pub const RETENTION: &str = "90d";
     pub const FORMATS: &[&str] = &["json", "text"];
+    /// Metrics listen on loopback unless told otherwise.
+    pub const METRICS: &str = "127.0.0.1:9187";
 }
 
 /// The command-line side of the merge (what the user typed; None when not given).
@@ -173,10 +175,11 @@ impl AgentConfig {
         let metrics = if cli.no_metrics {
             None
         } else {
-            match cli.metrics.or(file.metrics) {
-                Some(m) => Some(m.parse().map_err(|_| ConfigError::Metrics { found: m })?),
-                None => None,
-            }
+            let m = cli
+                .metrics
+                .or(file.metrics)
+                .unwrap_or_else(|| defaults::METRICS.into());
+            Some(m.parse().map_err(|_| ConfigError::Metrics { found: m })?)
         };
         let ifaces = if cli.iface.is_empty() {
             file.iface

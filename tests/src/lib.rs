@@ -437,31 +437,6 @@ impl Drop for PacketSocket {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ipv4_header_checksum_verifies() {
-        let fb = FrameBuilder {
-            dst_mac: [2; 6],
-            src_mac: [4; 6],
-            vlans: vec![(0x8100, 7)],
-        };
-        let f = fb.udp4(
-            Ipv4Addr::new(10, 0, 0, 1),
-            Ipv4Addr::new(10, 0, 0, 2),
-            1,
-            2,
-            b"hi",
-        );
-        assert_eq!(f.len(), 18 + 20 + 8 + 2);
-        assert_eq!(csum(0, &f[18..38]), 0);
-        assert_eq!(&f[12..14], &[0x81, 0x00]);
-        assert_eq!(&f[16..18], &[0x08, 0x00]);
-    }
-}
-
 /// The `portwatch` binary of this workspace, built (debug) on first use. `PORTWATCH_BIN`
 /// overrides it.
 pub fn portwatch_bin() -> PathBuf {
@@ -487,4 +462,29 @@ pub fn portwatch_bin() -> PathBuf {
         target.join("debug/portwatch")
     })
     .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv4_header_checksum_verifies() {
+        let fb = FrameBuilder {
+            dst_mac: [2; 6],
+            src_mac: [4; 6],
+            vlans: vec![(0x8100, 7)],
+        };
+        let f = fb.udp4(
+            Ipv4Addr::new(10, 0, 0, 1),
+            Ipv4Addr::new(10, 0, 0, 2),
+            1,
+            2,
+            b"hi",
+        );
+        assert_eq!(f.len(), 18 + 20 + 8 + 2);
+        assert_eq!(csum(0, &f[18..38]), 0);
+        assert_eq!(&f[12..14], &[0x81, 0x00]);
+        assert_eq!(&f[16..18], &[0x08, 0x00]);
+    }
 }

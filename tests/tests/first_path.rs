@@ -113,6 +113,8 @@ fn agent_reports_exact_udp_counts_and_verdicts() {
         .arg("--pin-dir")
         .arg(&pins.path)
         .args(["--format", "json"])
+        .arg("--history")
+        .arg(dir.path().join("history.db"))
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .pre_exec_netns(&link.a.path())
@@ -186,6 +188,24 @@ fn agent_reports_exact_udp_counts_and_verdicts() {
     let status = agent.wait().unwrap();
     let log = drain.join().unwrap().join("\n");
     assert!(status.success(), "agent exit {status}:\n{log}");
+
+    // The history holds the interval: `portwatch report` rebuilds the same verdicts from it.
+    let from_history = Command::new(portwatch_bin())
+        .args(["report", "--since", "1d", "--format", "json"])
+        .arg("--history")
+        .arg(dir.path().join("history.db"))
+        .arg("--spec")
+        .arg(&spec)
+        .output()
+        .unwrap();
+    assert!(
+        from_history.status.success(),
+        "{}",
+        String::from_utf8_lossy(&from_history.stderr)
+    );
+    let rebuilt: Value =
+        serde_json::from_slice(&from_history.stdout).expect("report --format json");
+    assert_eq!(port_totals(&rebuilt, "udp", 7000).0, UDP_N);
 
     let report: Value = serde_json::from_slice(
         &std::fs::read(out.join("portwatch-a.json")).expect("report written"),

@@ -55,7 +55,7 @@ pub struct RunArgs {
     /// bpffs directory for the pinned maps (eBPF backend).
     #[arg(long, value_name = "DIR")]
     pub pin_dir: Option<PathBuf>,
-    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9187).
+    /// Serve Prometheus metrics on this address (default 127.0.0.1:9187, loopback only).
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<String>,
     /// Do not serve metrics even if the config file asks for it.
@@ -131,11 +131,51 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             .collect::<Result<Vec<_>>>()?;
         agent.add_sink(Box::new(agent::ReportFiles::new(dir, &formats)));
     }
+    if let Some(db) = &cfg.history {
+        use crate::clock::Clock;
+        let store = crate::store::Store::open(db)?;
+        let since = SystemClock
+            .now()
+            .saturating_sub(cfg.retention.as_nanos() as u64);
+        let stored = store.window(since, cfg.flow_capacity as usize)?;
+        tracing::info!(
+            "history {}: window since {} seeded",
+            db.display(),
+            stored.since
+        );
+        agent.seed_window(&stored.snapshot);
+        agent.add_sink(Box::new(crate::store::HistorySink::new(
+            store,
+            cfg.retention,
+        )));
+    }
+    let metrics = cfg
+        .metrics
+        .map(|addr| (addr, Arc::new(crate::metrics::Metrics::new())));
+    if let Some((_, m)) = &metrics {
+        agent.add_sink(Box::new(crate::metrics::MetricsSink::new(m.clone())));
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let stop = rt.block_on(agent::run(&mut agent, cfg.interval, cfg.duration))?;
+    let stop = rt.block_on(async {
+        let _server = match metrics {
+            Some((addr, m)) => match crate::metrics::serve(addr, m).await {
+                Ok(s) => {
+                    tracing::info!("metrics on http://{}/metrics", s.addr);
+                    Some(s)
+                }
+                Err(e) => {
+                    tracing::error!("metrics endpoint not started: {e}");
+                    eprintln!("portwatch: metrics endpoint not started: {e}");
+                    None
+                }
+            },
+            None => None,
+        };
+        agent::run(&mut agent, cfg.interval, cfg.duration).await
+    })?;
     tracing::info!("stopped ({stop:?})");
     Ok(ExitCode::SUCCESS)
 }
