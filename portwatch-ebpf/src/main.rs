@@ -261,7 +261,7 @@ fn count_flow(key: &FlowKey, ingress: bool, bytes: u64, flags: u8, syn: bool, cn
         init.tcp_flags = u64::from(flags) << 8;
         init.syns = u64::from(syn) << 32;
     }
-    match FLOWS.insert(key, &init, u64::from(BPF_NOEXIST)) {
+    match FLOWS.insert(key, init, u64::from(BPF_NOEXIST)) {
         Ok(()) => {}
         Err(e) if e == -EEXIST => match FLOWS.get_ptr_mut(key) {
             Some(v) => update_flow(v, ingress, bytes, flags, syn, now),
