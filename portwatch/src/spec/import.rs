@@ -117,9 +117,10 @@ impl Draft {
         let _ = writeln!(
             s,
             "# Draft spec imported by `portwatch spec import` from {source}.\n\
-             # {} rows from {} table{}; {} rows carry an `# unsure:` comment. Review every entry\n\
+             # {} row{} from {} table{}; {} carry an `# unsure:` comment. Review every entry\n\
              # against the document, then run `portwatch spec check` on this file.\n",
             self.rows.len(),
+            if self.rows.len() == 1 { "" } else { "s" },
             self.tables,
             if self.tables == 1 { "" } else { "s" },
             self.unsure()
@@ -137,6 +138,17 @@ impl Draft {
         let mut ids = BTreeSet::new();
         for r in &self.rows {
             for d in &r.doubts {
+                // TOML comments may not hold control characters.
+                let d: String = d
+                    .chars()
+                    .map(|c| {
+                        if c.is_control() && c != '\n' && c != '\t' {
+                            c.escape_default().to_string()
+                        } else {
+                            c.to_string()
+                        }
+                    })
+                    .collect();
                 for (i, l) in d.lines().enumerate() {
                     let _ = writeln!(s, "# {}{l}", if i == 0 { "unsure: " } else { "  " });
                 }
@@ -804,6 +816,12 @@ const PEER_PHRASES: &[(&str, &[&str])] = &[
 
 /// A peer phrase at the start of `s`: (bytes used, zones, phrase as written).
 fn peer_phrase(s: &str) -> Option<(usize, Vec<String>, String)> {
+    // Phrases are short: look at a bounded prefix (callers try many positions of long texts).
+    let mut cut = s.len().min(256);
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let s = &s[..cut];
     let lower = s.to_ascii_lowercase();
     let boundary = |n: usize| lower.len() == n || !lower.as_bytes()[n].is_ascii_alphanumeric();
     let mut hit = PEER_PHRASES
@@ -993,6 +1011,12 @@ fn text_tables(lines: &[&str]) -> (Vec<Table>, BTreeSet<usize>) {
             } else {
                 let blank = l.trim().is_empty();
                 match recs.last_mut() {
+                    // A row that has not found its protocol, ports and direction within
+                    // MAX_ROW_LINES lines is not a row: start over from this line.
+                    Some(r) if !r.2 && j - r.0 >= MAX_ROW_LINES => {
+                        *r = (j, j, !blank && record_complete(l, &cols));
+                        after_label = false;
+                    }
                     Some(r) if !r.2 => {
                         if !blank {
                             r.1 = j;
@@ -1038,6 +1062,10 @@ fn text_tables(lines: &[&str]) -> (Vec<Table>, BTreeSet<usize>) {
     }
     (tables, used)
 }
+
+/// The most lines a row of a service-first text table may span before its protocol, ports and
+/// direction (the vendor rows seen span up to 12).
+const MAX_ROW_LINES: usize = 40;
 
 /// Whether a free-first record holds its typed cells yet.
 fn record_complete(text: &str, cols: &[Column]) -> bool {
@@ -1785,6 +1813,22 @@ mod tests {
         assert!(dynamic.flags.dynamic_range);
         assert_eq!(dynamic.direction, Some(DirectionSpec::Bidirectional));
         assert!(toml.contains("# unsure: no direction given"), "{toml}");
+    }
+
+    /// Found by the spec_import fuzz target: a control character in a cell ended up in an
+    /// `# unsure:` comment, where TOML forbids it, and the draft did not parse.
+    #[test]
+    fn regression_control_character_in_a_doubt_comment() {
+        let csv = "Port,Protocol,Service,Direction,Source,Destination\n25 or 587,SMTP,,outbound,All nodes,\u{1}tSMTP relay\u{7f} (x)\n";
+        let d = import(csv, Format::Csv);
+        assert!(
+            d.rows[0].doubts.iter().any(|d| d.contains('\u{1}')),
+            "{:?}",
+            d.rows[0].doubts
+        );
+        let toml = d.to_toml("x", "x.csv");
+        Spec::parse(&toml, "draft.toml").unwrap_or_else(|e| panic!("{e}\n{toml}"));
+        assert!(toml.contains("\\u{1}tSMTP"), "{toml}");
     }
 
     #[test]
