@@ -57,7 +57,7 @@ fn cluster_daemons_traffic_and_oracle() {
     let opts = Options {
         keep_pcaps: std::env::var_os("PORTWATCH_CLUSTER_PCAPS").map(Into::into),
         analyze: true,
-        agents: false,
+        agents: true,
         reports_dir: None,
     };
     let o = scenario::run(&opts)
@@ -155,6 +155,37 @@ fn cluster_daemons_traffic_and_oracle() {
         problems.extend(p);
     }
     problems.extend(checks::cluster_report(&a.cluster));
+
+    // The agents (`portwatch run`, eBPF, one per node): the same findings, listeners examined
+    // (Redis's undocumented listener), and exact per-port totals against tshark's.
+    let ag = o.agents.as_ref().expect("the agents were asked for");
+    for h in Host::NODES {
+        assert!(
+            checks::listeners_examined(&ag.reports[&h]),
+            "{h}: the agent did not examine listeners: {}",
+            ag.reports[&h]["capture"]
+        );
+        assert_eq!(ag.reports[&h]["capture"]["backend"], "ebpf", "{h}: backend");
+    }
+    problems.extend(
+        checks::node_reports(&ag.reports, &portwatch::spec_path())
+            .expect("reading the spec")
+            .into_iter()
+            .map(|p| format!("agent report: {p}")),
+    );
+    for h in Host::NODES {
+        let (p, compared) = checks::finding_port_totals(h, &ag.reports[&h], &o.oracle[&h]);
+        assert!(
+            compared >= 3,
+            "{h}: only {compared} agent findings carried port totals"
+        );
+        problems.extend(p.into_iter().map(|p| format!("agent report: {p}")));
+    }
+    problems.extend(
+        checks::cluster_report(&ag.cluster)
+            .into_iter()
+            .map(|p| format!("agents' cluster report: {p}")),
+    );
     assert!(
         problems.is_empty(),
         "{} problems:\n{}",

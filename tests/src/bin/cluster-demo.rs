@@ -53,7 +53,7 @@ fn main() -> ExitCode {
     let opts = Options {
         keep_pcaps: Some(out.join("pcap")),
         analyze: true,
-        agents: false,
+        agents: true,
         reports_dir: Some(out.clone()),
     };
     eprintln!(
@@ -83,58 +83,65 @@ fn main() -> ExitCode {
 
 fn finish(o: &Outcome, out: &Path) -> Result<ExitCode, String> {
     let bin = portwatch::binary().map_err(|e| e.to_string())?;
-    // Human-readable forms of the same reports.
-    let pcap = out.join("pcap");
-    let mut files = Vec::new();
-    for h in Host::NODES {
-        let json = out.join(format!("{}-analyze.json", h.name()));
-        for (format, ext) in [("text", "txt"), ("markdown", "md")] {
-            let f = out.join(format!("{}-analyze.{ext}", h.name()));
-            render_node(
-                &bin,
-                h,
-                &pcap.join(format!("{}.pcap", h.name())),
-                format,
-                &f,
-            )?;
-            files.push(f);
-        }
-        files.push(json);
-    }
-    let node_json: Vec<PathBuf> = Host::NODES
+    let agents = out.join("agents");
+    let analyze = out.join("analyze");
+    // The cluster view of the agents' reports in every format, and text and Markdown forms of
+    // the offline analysis of the captures.
+    let agent_json: Vec<PathBuf> = Host::NODES
         .iter()
-        .map(|h| out.join(format!("{}-analyze.json", h.name())))
+        .map(|h| {
+            agents
+                .join(h.name())
+                .join(format!("portwatch-{}.json", h.name()))
+        })
+        .collect();
+    let analyze_json: Vec<PathBuf> = Host::NODES
+        .iter()
+        .map(|h| analyze.join(format!("{}.json", h.name())))
         .collect();
     for (format, ext) in [("text", "txt"), ("markdown", "md"), ("html", "html")] {
-        let f = out.join(format!("cluster-analyze.{ext}"));
-        let mut c = Command::new(&bin);
-        c.args(["merge", "--format", format, "-o"])
-            .arg(&f)
-            .args(&node_json);
-        let st = c
-            .status()
-            .map_err(|e| format!("running {}: {e}", bin.display()))?;
-        if !matches!(st.code(), Some(0 | 1)) {
-            return Err(format!(
-                "portwatch merge --format {format} failed with {st}"
-            ));
+        merge(
+            &bin,
+            &agent_json,
+            format,
+            &agents.join(format!("cluster.{ext}")),
+        )?;
+        if format != "html" {
+            merge(
+                &bin,
+                &analyze_json,
+                format,
+                &analyze.join(format!("cluster.{ext}")),
+            )?;
+            for h in Host::NODES {
+                let pcap = out.join("pcap").join(format!("{}.pcap", h.name()));
+                let to = analyze.join(format!("{}.{ext}", h.name()));
+                render_node(&bin, h, &pcap, format, &to)?;
+            }
         }
-        files.push(f);
     }
     let oracle = out.join("oracle.txt");
     std::fs::write(&oracle, oracle_table(o)).map_err(|e| format!("{}: {e}", oracle.display()))?;
 
     // What a person wants to see: the cluster view, then whether it says what it should.
-    let text = std::fs::read_to_string(out.join("cluster-analyze.txt")).unwrap_or_default();
+    let text = std::fs::read_to_string(agents.join("cluster.txt")).unwrap_or_default();
     println!("{text}");
     let mut problems = Vec::new();
-    if let Some(a) = &o.analysis {
-        problems =
-            checks::node_reports(&a.reports, &portwatch::spec_path()).map_err(|e| e.to_string())?;
+    let spec = portwatch::spec_path();
+    if let Some(ag) = &o.agents {
+        problems.extend(checks::node_reports(&ag.reports, &spec).map_err(|e| e.to_string())?);
         for h in Host::NODES {
-            problems.extend(checks::port_counts(h, &a.totals[&h], &o.oracle[&h]));
+            problems.extend(checks::finding_port_totals(h, &ag.reports[&h], &o.oracle[&h]).0);
         }
-        problems.extend(checks::cluster_report(&a.cluster));
+        problems.extend(checks::cluster_report(&ag.cluster));
+    }
+    if let Some(a) = &o.analysis {
+        let mut p = checks::node_reports(&a.reports, &spec).map_err(|e| e.to_string())?;
+        for h in Host::NODES {
+            p.extend(checks::port_counts(h, &a.totals[&h], &o.oracle[&h]));
+        }
+        p.extend(checks::cluster_report(&a.cluster));
+        problems.extend(p.into_iter().map(|p| format!("offline analysis: {p}")));
     }
     let total: f64 = o.phases.iter().map(|(_, d)| d.as_secs_f64()).sum();
     println!("scenario: {total:.0} s in all; phases:");
@@ -143,7 +150,7 @@ fn finish(o: &Outcome, out: &Path) -> Result<ExitCode, String> {
     }
     if problems.is_empty() {
         println!(
-            "checks: Redis undocumented on n3, unused entries, the outside client on the admin-only ssh port, memcached over UDP, per-port counts equal to tshark's, the cluster view: all as expected"
+            "checks: Redis undocumented (traffic and listener) on n3, unused entries, the outside client on the admin-only ssh port, memcached over UDP, per-port counts equal to tshark's, the cluster view: all as expected"
         );
     } else {
         println!("checks: {} problem(s):", problems.len());
@@ -154,20 +161,21 @@ fn finish(o: &Outcome, out: &Path) -> Result<ExitCode, String> {
     if !o.leftovers.is_empty() {
         println!("could not clean up: {:?}", o.leftovers);
     }
+    println!("\nEverything is in {}:", out.display());
     println!(
-        "\nreports, captures and the oracle's counts are in {}:",
-        out.display()
+        "  agents/NODE/portwatch-NODE.{{json,txt,md}}  each node's agent report (written at SIGTERM)"
     );
-    let mut names: Vec<String> = std::fs::read_dir(out)
-        .map_err(|e| format!("{}: {e}", out.display()))?
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    println!("  {}", names.join("  "));
+    println!("  agents/cluster.{{json,txt,md,html}}         portwatch merge of the three");
     println!(
-        "  (the scenario's spec and inventory: {} and {})",
-        portwatch::spec_path().display(),
+        "  analyze/                                    portwatch analyze of each node's capture (offline), and merged"
+    );
+    println!("  pcap/NODE.pcap                              tcpdump on each node's interface");
+    println!(
+        "  oracle.txt                                  tshark's per-port counts of those captures"
+    );
+    println!(
+        "  the scenario's spec and inventory: {} and {}",
+        spec.display(),
         portwatch::inventory_path().display()
     );
     Ok(if problems.is_empty() && o.leftovers.is_empty() {
@@ -175,6 +183,23 @@ fn finish(o: &Outcome, out: &Path) -> Result<ExitCode, String> {
     } else {
         ExitCode::from(1)
     })
+}
+
+fn merge(bin: &Path, reports: &[PathBuf], format: &str, to: &Path) -> Result<(), String> {
+    let st = Command::new(bin)
+        .args(["merge", "--format", format, "-o"])
+        .arg(to)
+        .args(reports)
+        .status()
+        .map_err(|e| format!("running {}: {e}", bin.display()))?;
+    // Exit status 1 means the cluster has findings (documented); 2 is an error.
+    if matches!(st.code(), Some(0 | 1)) {
+        Ok(())
+    } else {
+        Err(format!(
+            "portwatch merge --format {format} failed with {st}"
+        ))
+    }
 }
 
 fn render_node(bin: &Path, h: Host, pcap: &Path, format: &str, to: &Path) -> Result<(), String> {

@@ -22,10 +22,9 @@ pub struct Agent {
     pub out: PathBuf,
 }
 
-/// Starts an agent on every node and waits until each has its TC programs on the interface.
+/// Starts an agent on every node and waits until each captures on the interface.
 /// The interval is longer than the scenario, so the report written at SIGTERM covers it all.
 pub fn start(lab: &mut Lab, bin: &Path, out_root: &Path) -> Result<Vec<Agent>> {
-    super::lab::require_tools(&["bpftool"])?;
     let mut agents = Vec::new();
     for h in Host::NODES {
         let out = out_root.join(h.name());
@@ -78,22 +77,17 @@ pub fn start(lab: &mut Lab, bin: &Path, out_root: &Path) -> Result<Vec<Agent>> {
     Ok(agents)
 }
 
-/// Polls `bpftool net show dev eth0` in the node's namespace until programs are attached on
-/// ingress and egress.
+/// Waits until the agent says it captures with eBPF on the interface (its log line "capturing
+/// with ebpf on eth0", written once the TC programs are attached on ingress and egress). Debian's
+/// bpftool (7.1) cannot show TCX attachments, so the agent's own word is the signal.
 fn wait_attached(lab: &Lab, a: &Agent) -> Result<()> {
     let limit = Duration::from_secs(60);
     let deadline = Instant::now() + limit;
+    let want = format!("capturing with ebpf on {IFACE}");
     loop {
         check_interrupted()?;
-        let out = lab
-            .nsenter(a.host, &["bpftool", "-j", "net", "show", "dev", IFACE])
-            .output()
-            .map_err(|source| ClusterError::Spawn {
-                command: "bpftool net show".into(),
-                source,
-            })?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        if text.contains("ingress") && text.contains("egress") {
+        let text = std::fs::read_to_string(&a.proc.log).unwrap_or_default();
+        if text.contains(&want) {
             return Ok(());
         }
         if let Some(status) = lab.exited(&a.proc) {
@@ -109,13 +103,13 @@ fn wait_attached(lab: &Lab, a: &Agent) -> Result<()> {
             return Err(ClusterError::NotReady {
                 service: "portwatch agent",
                 host: a.host,
-                check: format!("TC programs on {IFACE} ingress and egress (bpftool net show)"),
+                check: format!("{want:?} in its log"),
                 waited: limit,
                 log: a.proc.log.clone(),
                 tail: tail(&a.proc.log, 30),
             });
         }
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

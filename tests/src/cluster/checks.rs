@@ -201,6 +201,18 @@ pub fn node_reports(reports: &BTreeMap<Host, Value>, spec: &Path) -> Result<Vec<
         if listeners_examined(r) {
             let listener = findings(r, "undocumented_listener")
                 .any(|f| f["transport"] == "tcp" && f["port"] == 6379);
+            if listener
+                && !findings(r, "undocumented_listener").any(|f| {
+                    f["port"] == 6379
+                        && f["processes"]
+                            .as_array()
+                            .is_some_and(|p| p.iter().any(|n| n == "redis-server"))
+                })
+            {
+                problems.push(format!(
+                    "{h}: the tcp/6379 listener should name its process, redis-server"
+                ));
+            }
             if listener != (h == Host::N3) {
                 problems.push(format!(
                     "{h}: undocumented listener tcp/6379 {}",

@@ -230,11 +230,12 @@ pub fn run(opts: &Options) -> Result<Outcome> {
     let analysis = match &bin {
         Some(bin) => {
             let mut a = Analysis::default();
-            let dir = &reports_dir;
+            let dir = reports_dir.join("analyze");
+            std::fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
             let mut files = Vec::new();
             for c in &caps {
                 let report = super::portwatch::analyze(bin, c.host, &c.pcap)?;
-                let f = dir.join(format!("{}-analyze.json", c.host.name()));
+                let f = dir.join(format!("{}.json", c.host.name()));
                 let text = serde_json::to_string_pretty(&report).unwrap_or_default();
                 std::fs::write(&f, text).map_err(io_err("writing", &f))?;
                 files.push(f);
@@ -245,7 +246,7 @@ pub fn run(opts: &Options) -> Result<Outcome> {
                 );
             }
             a.cluster = super::portwatch::merge(bin, &files)?;
-            let f = dir.join("cluster-analyze.json");
+            let f = dir.join("cluster.json");
             let text = serde_json::to_string_pretty(&a.cluster).unwrap_or_default();
             std::fs::write(&f, text).map_err(io_err("writing", &f))?;
             ph.mark("portwatch analyze and merge");
