@@ -204,11 +204,12 @@ fn merge(bin: &Path, reports: &[PathBuf], format: &str, to: &Path) -> Result<(),
 
 fn render_node(bin: &Path, h: Host, pcap: &Path, format: &str, to: &Path) -> Result<(), String> {
     let out = Command::new(bin)
+        .current_dir(portwatch::workspace_root())
         .arg("analyze")
         .arg("--spec")
-        .arg(portwatch::spec_path())
+        .arg(portwatch::SPEC_ARG)
         .arg("--inventory")
-        .arg(portwatch::inventory_path())
+        .arg(portwatch::INVENTORY_ARG)
         .args(["--node", h.name(), "--no-progress", "--format", format])
         .arg(pcap)
         .output()

@@ -11,7 +11,7 @@ use serde_json::Value;
 use super::daemons::tail;
 use super::error::{ClusterError, Result, io_err};
 use super::lab::{Host, IFACE, Lab, Proc, check_interrupted};
-use super::portwatch::{inventory_path, spec_path};
+use super::portwatch::{INVENTORY_ARG, SPEC_ARG, workspace_root};
 
 /// A running agent.
 #[derive(Debug)]
@@ -36,9 +36,9 @@ pub fn start(lab: &mut Lab, bin: &Path, out_root: &Path) -> Result<Vec<Agent>> {
             bin_s,
             "run".into(),
             "--spec".into(),
-            spec_path().to_string_lossy().into_owned(),
+            SPEC_ARG.into(),
             "--inventory".into(),
-            inventory_path().to_string_lossy().into_owned(),
+            INVENTORY_ARG.into(),
             "--backend".into(),
             "ebpf".into(),
             "--iface".into(),
@@ -63,7 +63,8 @@ pub fn start(lab: &mut Lab, bin: &Path, out_root: &Path) -> Result<Vec<Agent>> {
             "-v".into(),
         ];
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let c = lab.nsenter(h, &refs);
+        let mut c = lab.nsenter(h, &refs);
+        c.current_dir(workspace_root());
         let log = lab
             .dir()
             .join("logs")

@@ -27,6 +27,11 @@ pub fn inventory_path() -> PathBuf {
     scenario_file("cluster-inventory.toml")
 }
 
+/// The spec and inventory as portwatch is given them: relative to the workspace root, where it
+/// runs, so reports name `tests/scenario/cluster-spec.toml:LINE` wherever the checkout is.
+pub const SPEC_ARG: &str = "tests/scenario/cluster-spec.toml";
+pub const INVENTORY_ARG: &str = "tests/scenario/cluster-inventory.toml";
+
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -95,7 +100,7 @@ fn run_json(bin: &Path, args: &[&str]) -> Result<Value> {
 /// not failures (`merge` exits 1 when the cluster has findings, as documented).
 fn run_json_ok(bin: &Path, args: &[&str], ok: &[i32]) -> Result<Value> {
     let mut c = Command::new(bin);
-    c.args(args);
+    c.args(args).current_dir(workspace_root());
     let command = super::show(&c);
     let out = c.output().map_err(|source| ClusterError::Spawn {
         command: command.clone(),
@@ -120,16 +125,14 @@ fn run_json_ok(bin: &Path, args: &[&str], ok: &[i32]) -> Result<Value> {
 
 /// `portwatch analyze --format json` of one node's capture against the scenario's spec.
 pub fn analyze(bin: &Path, h: Host, pcap: &Path) -> Result<Value> {
-    let spec = spec_path();
-    let inv = inventory_path();
     run_json(
         bin,
         &[
             "analyze",
             "--spec",
-            &spec.to_string_lossy(),
+            SPEC_ARG,
             "--inventory",
-            &inv.to_string_lossy(),
+            INVENTORY_ARG,
             "--node",
             h.name(),
             "--no-progress",
@@ -156,17 +159,16 @@ pub fn observed_port_totals(
     h: Host,
     pcap: &Path,
 ) -> Result<BTreeMap<PortKey, (u64, u64)>> {
-    let spec = spec_path();
     let v = run_json(
         bin,
         &[
             "analyze",
             "--spec",
-            &spec.to_string_lossy(),
+            SPEC_ARG,
             "--node",
             h.name(),
             "--inventory",
-            &inventory_path().to_string_lossy(),
+            INVENTORY_ARG,
             "--no-progress",
             "--observations",
             "--format",
