@@ -4,6 +4,7 @@
 //! bpffs pin directories; `cluster` holds the multi-node scenario harness; `browser` and
 //! `report_fixture` drive headless Chromium over reports built in memory for the
 //! (unprivileged) HTML report tests. Nothing here touches the host's own interfaces.
+pub mod agent;
 pub mod browser;
 pub mod cluster;
 pub mod report_fixture;

@@ -113,13 +113,16 @@ impl Default for EbpfConfig {
 pub enum EbpfError {
     /// The kernel refused an operation for lack of privileges.
     #[error(
-        "{operation} was refused (permission denied): the eBPF backend needs {NEEDED_CAPS} \
+        "{operation} was refused (permission denied){lacking}: the eBPF backend needs {NEEDED_CAPS} \
          (or root). Run as root, or grant them with \
          `sudo setcap cap_bpf,cap_net_admin,cap_perfmon+ep $(command -v portwatch)`; \
          on kernels before 5.8 CAP_SYS_ADMIN is needed instead"
     )]
     Permission {
         operation: String,
+        /// "; this process lacks CAP_..." from its effective set, or empty when none is
+        /// missing or the set is unknown.
+        lacking: String,
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
@@ -203,6 +206,35 @@ fn is_permission(err: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// The needed capabilities as (name, bit number in the capability sets).
+const NEEDED_CAP_BITS: [(&str, u32); 3] =
+    [("CAP_BPF", 39), ("CAP_NET_ADMIN", 12), ("CAP_PERFMON", 38)];
+
+/// This process's effective capability set (`CapEff` in /proc/self/status), if readable.
+fn own_effective_caps() -> Option<u64> {
+    let status = fs::read_to_string("/proc/self/status").ok()?;
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
+}
+
+/// "; this process lacks CAP_X and CAP_Y" for the needed capabilities missing from `effective`;
+/// empty when none is missing or the set is unknown.
+fn lacking_caps(effective: Option<u64>) -> String {
+    let Some(eff) = effective else {
+        return String::new();
+    };
+    let lacking: Vec<&str> = NEEDED_CAP_BITS
+        .iter()
+        .filter(|(_, bit)| eff & (1u64 << bit) == 0)
+        .map(|(name, _)| *name)
+        .collect();
+    if lacking.is_empty() {
+        String::new()
+    } else {
+        format!("; this process lacks {}", lacking.join(" and "))
+    }
+}
+
 /// Wraps `err` as a permission error when that is what it is.
 fn or_permission<E>(
     operation: impl Into<String>,
@@ -215,6 +247,7 @@ where
     if is_permission(&err) {
         EbpfError::Permission {
             operation: operation.into(),
+            lacking: lacking_caps(own_effective_caps()),
             source: Box::new(err),
         }
     } else {
@@ -1088,6 +1121,22 @@ mod tests {
         let mut c = Collector::new(kernel, dir.path().join("b"), true).unwrap();
         assert_eq!(c.collect(1, &OFF).unwrap().flows.len(), 1);
         assert!(c.collect(2, &OFF).unwrap().flows.is_empty());
+    }
+
+    #[test]
+    fn permission_errors_name_the_missing_capability() {
+        // CAP_BPF (39) and CAP_NET_ADMIN (12) present, CAP_PERFMON (38) not: what the verifier
+        // refuses with "pointer arithmetic ... prohibited for !root".
+        assert_eq!(
+            lacking_caps(Some(0x80_0000_1000)),
+            "; this process lacks CAP_PERFMON"
+        );
+        assert_eq!(
+            lacking_caps(Some(0)),
+            "; this process lacks CAP_BPF and CAP_NET_ADMIN and CAP_PERFMON"
+        );
+        assert_eq!(lacking_caps(Some(0xc0_0000_1000)), "");
+        assert_eq!(lacking_caps(None), "");
     }
 
     #[test]
