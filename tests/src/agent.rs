@@ -50,7 +50,7 @@ pub fn command(ns: &Path, caps: Option<&str>, program: &Path, args: &[String]) -
 /// Whether capsh (libcap2-bin) is installed; prints why the caller skips otherwise.
 pub fn require_capsh(test: &str) -> bool {
     let ok = Command::new("capsh")
-        .arg("--version")
+        .arg("--print")
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false);

@@ -207,6 +207,13 @@ fn spec_deleted_or_corrupted_then_sighup_keeps_the_old_spec() {
     std::fs::write(&spec, udp_spec("faults", PORT)).unwrap();
     let out = dir.path().join("out");
     let agent = start(&link, dir.path(), &pins, "1s");
+    // The SIGHUP handler is installed when the interval loop starts, after "capturing with"
+    // is logged: wait for the first report so the signal cannot arrive before it.
+    assert!(
+        !next_reports(&out, None, 1, Duration::from_secs(20)).is_empty(),
+        "no first report:\n{}",
+        agent.log()
+    );
 
     let corrupt = "[spec]\nname = \"faults\"\n[[entry]\nid = 3\n";
     for (what, change) in [("deleted", None), ("corrupted", Some(corrupt))] {
