@@ -10,7 +10,7 @@ pub const EBPF_TOOLCHAIN: &str = "nightly-2026-05-20";
 pub const MAP_PORT_TOTALS: &str = "PW_PORT_TOTALS";
 /// Name of the bounded flow-detail hash map (drained by userspace every interval).
 pub const MAP_FLOWS: &str = "PW_FLOWS";
-/// Name of the per-CPU error/health counters array.
+/// Name of the per-CPU health counters array: one u64 per `CNT_*` index.
 pub const MAP_COUNTERS: &str = "PW_COUNTERS";
 
 /// Name of the program attached to TC ingress.
@@ -24,14 +24,13 @@ pub const LAYOUT_VERSION: u32 = 1;
 
 /// Default capacity of the flow-detail map (overridable at load time).
 pub const DEFAULT_FLOW_CAPACITY: u32 = 65_536;
-/// Capacity of the per-port totals map. It is created with `BPF_F_NO_PREALLOC`, so only keys
-/// actually seen take memory. The key space of TCP, UDP and SCTP with both sides and both
-/// directions is 786,432 keys; a node sees far fewer, and an insert that fails is counted
+/// Default capacity of the per-port totals map (overridable at load time). The map is
+/// preallocated: an insert during a burst of new keys must never fail for want of memory (a
+/// map created with `BPF_F_NO_PREALLOC` lost about 4% of new keys in a flood of new source
+/// ports on this kernel). Each entry costs about 72 bytes plus 56 bytes per CPU. 131,072 keys
+/// hold every remote port of TCP and UDP in one direction; an insert into a full map is counted
 /// ([`CNT_PORT_FULL`]).
-pub const PORT_TOTALS_CAPACITY: u32 = 524_288;
-
-/// `BPF_F_NO_PREALLOC`: entries are allocated on insert rather than up front.
-pub const BPF_F_NO_PREALLOC: u32 = 1;
+pub const DEFAULT_PORT_CAPACITY: u32 = 131_072;
 
 /// Packet direction as seen by the hook.
 pub const DIR_INGRESS: u8 = 0;
@@ -133,7 +132,7 @@ pub struct FlowValue {
     pub syns: u64,
 }
 
-/// Index in [`Counters::c`]: every frame the program saw.
+/// Index in the counters array: every frame the program saw.
 pub const CNT_PACKETS: usize = 0;
 /// Flow not recorded: the flow map was full.
 pub const CNT_FLOW_FULL: usize = 1;
@@ -162,19 +161,10 @@ pub const CNT_EXT_LIMIT: usize = 12;
 /// Number of counters (some slots are spare, for compatible additions).
 pub const COUNTERS_LEN: usize = 16;
 
-/// The single value of the per-CPU counters array.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Counters {
-    /// Indexed by the `CNT_*` constants.
-    pub c: [u64; COUNTERS_LEN],
-}
-
 const _: () = assert!(core::mem::size_of::<PortKey>() == 8);
 const _: () = assert!(core::mem::size_of::<PortCounters>() == 56);
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
 const _: () = assert!(core::mem::size_of::<FlowValue>() == 64);
-const _: () = assert!(core::mem::size_of::<Counters>() == 8 * COUNTERS_LEN);
 const _: () = assert!(CNT_EXT_LIMIT < COUNTERS_LEN);
 
 #[cfg(feature = "user")]
@@ -187,6 +177,4 @@ mod user {
     unsafe impl aya::Pod for super::FlowKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::FlowValue {}
-    // SAFETY: as above.
-    unsafe impl aya::Pod for super::Counters {}
 }

@@ -16,30 +16,32 @@ use core::mem::size_of;
 
 use aya_ebpf::{
     bindings::{__sk_buff, BPF_NOEXIST, TC_ACT_UNSPEC},
-    helpers::bpf_ktime_get_coarse_ns,
+    helpers::{bpf_ktime_get_coarse_ns, bpf_skb_load_bytes},
     macros::{classifier, map},
     maps::{HashMap, PerCpuArray, PerCpuHashMap},
     programs::TcContext,
 };
 use portwatch_common::{
-    BPF_F_NO_PREALLOC, CNT_EXT_LIMIT, CNT_FLOW_ERR, CNT_FLOW_FULL, CNT_FRAGMENTS, CNT_MALFORMED,
-    CNT_NON_IP, CNT_PACKETS, CNT_PORT_ERR, CNT_PORT_FULL, CNT_PULL_FAILED, CNT_PULLED,
-    CNT_TRUNCATED, CNT_VLAN, Counters, DEFAULT_FLOW_CAPACITY, DIR_EGRESS, DIR_INGRESS, FAMILY_V4,
-    FAMILY_V6, FlowKey, FlowValue, PORT_TOTALS_CAPACITY, PortCounters, PortKey, SIDE_LOCAL,
-    SIDE_REMOTE,
+    CNT_EXT_LIMIT, CNT_FLOW_ERR, CNT_FLOW_FULL, CNT_FRAGMENTS, CNT_MALFORMED, CNT_NON_IP,
+    CNT_PACKETS, CNT_PORT_ERR, CNT_PORT_FULL, CNT_PULL_FAILED, CNT_PULLED, CNT_TRUNCATED, CNT_VLAN,
+    COUNTERS_LEN, DEFAULT_FLOW_CAPACITY, DEFAULT_PORT_CAPACITY, DIR_EGRESS, DIR_INGRESS, FAMILY_V4,
+    FAMILY_V6, FlowKey, FlowValue, PortCounters, PortKey, SIDE_LOCAL, SIDE_REMOTE,
 };
 
+// Both hash maps are preallocated (inserts never fail for want of memory); their capacities
+// are replaced at load time (`EbpfLoader::map_max_entries`).
 #[map(name = "PW_PORT_TOTALS")]
 static PORT_TOTALS: PerCpuHashMap<PortKey, PortCounters> =
-    PerCpuHashMap::pinned(PORT_TOTALS_CAPACITY, BPF_F_NO_PREALLOC);
+    PerCpuHashMap::pinned(DEFAULT_PORT_CAPACITY, 0);
 
-/// Capacity is replaced at load time (`EbpfLoader::set_max_entries`).
 #[map(name = "PW_FLOWS")]
-static FLOWS: HashMap<FlowKey, FlowValue> =
-    HashMap::pinned(DEFAULT_FLOW_CAPACITY, BPF_F_NO_PREALLOC);
+static FLOWS: HashMap<FlowKey, FlowValue> = HashMap::pinned(DEFAULT_FLOW_CAPACITY, 0);
 
+/// One u64 per `CNT_*` index. Each counter is looked up by index rather than reached by adding
+/// an index to one value pointer: without CAP_PERFMON the verifier refuses pointer arithmetic
+/// whose offset differs between paths, which LLVM produces when it merges increments.
 #[map(name = "PW_COUNTERS")]
-static COUNTERS: PerCpuArray<Counters> = PerCpuArray::pinned(1, 0);
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(COUNTERS_LEN as u32, 0);
 
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
@@ -61,7 +63,7 @@ const IPPROTO_SCTP: u8 = 132;
 
 /// IPv6 extension headers followed before giving up (counted as `CNT_EXT_LIMIT`).
 const MAX_EXT_HEADERS: usize = 6;
-/// Largest transport-header offset the parser accepts (keeps offsets bounded for the verifier).
+/// Largest header offset the parser reads with `bpf_skb_load_bytes` (a bound on the walk).
 const MAX_L4_OFFSET: usize = 512;
 /// Bytes made linear when a header is not in the linear area (covers all usual headers).
 const PULL_LEN: usize = 128;
@@ -76,13 +78,13 @@ const TCP_ACK: u8 = 0x10;
 
 #[classifier]
 pub fn portwatch_ingress(ctx: TcContext) -> i32 {
-    observe(&ctx, DIR_INGRESS);
+    observe::<true>(&ctx);
     TC_ACT_UNSPEC
 }
 
 #[classifier]
 pub fn portwatch_egress(ctx: TcContext) -> i32 {
-    observe(&ctx, DIR_EGRESS);
+    observe::<false>(&ctx);
     TC_ACT_UNSPEC
 }
 
@@ -96,117 +98,88 @@ enum Skip {
     ExtLimit,
 }
 
-/// What the parser extracted from one frame.
-struct Parsed {
-    family: u8,
-    proto: u8,
-    src: [u32; 4],
-    dst: [u32; 4],
-    sport: u16,
-    dport: u16,
+/// Parser findings that are not part of the flow key.
+#[derive(Default)]
+struct Meta {
     tcp_flags: u8,
     fragment: bool,
     vlan: bool,
+    pulled: bool,
+}
+
+/// Adds one to this CPU's counter `i` (a `CNT_*` index).
+#[inline(always)]
+fn bump(i: usize) {
+    if let Some(c) = COUNTERS.get_ptr_mut(i as u32) {
+        // SAFETY: this CPU's slot; programs do not nest on one CPU.
+        unsafe { *c += 1 };
+    }
+}
+
+/// A per-port totals key, built as one 64-bit word (no padding to zero byte by byte).
+#[inline(always)]
+fn port_key(port: u16, proto: u8, side: u8, dir: u8) -> PortKey {
+    let w = u64::from(port)
+        | (u64::from(proto) << 16)
+        | (u64::from(side) << 24)
+        | (u64::from(dir) << 32);
+    // SAFETY: PortKey is #[repr(C)], 8 bytes, every bit pattern valid; little-endian layout
+    // puts port in bytes 0-1, proto in 2, side in 3, dir in 4, zero padding in 5-7.
+    unsafe { core::mem::transmute::<u64, PortKey>(w) }
 }
 
 #[inline(always)]
-fn observe(ctx: &TcContext, dir: u8) {
-    let Some(cnt) = COUNTERS.get_ptr_mut(0) else {
-        return;
-    };
-    // SAFETY: the per-CPU slot of this CPU; programs do not nest on one CPU.
-    let cnt = unsafe { &mut (*cnt).c };
-    cnt[CNT_PACKETS] += 1;
-    let mut pulled = false;
-    let res = parse(ctx, &mut pulled);
-    if pulled {
-        cnt[CNT_PULLED] += 1;
+fn observe<const INGRESS: bool>(ctx: &TcContext) {
+    bump(CNT_PACKETS);
+    let mut key = FlowKey::default();
+    let mut meta = Meta::default();
+    let res = parse::<INGRESS>(ctx, &mut key, &mut meta);
+    if meta.pulled {
+        bump(CNT_PULLED);
     }
-    let p = match res {
-        Ok(p) => p,
-        Err(e) => {
-            let i = match e {
-                Skip::Truncated => CNT_TRUNCATED,
-                Skip::Malformed => CNT_MALFORMED,
-                Skip::NonIp => CNT_NON_IP,
-                Skip::PullFailed => CNT_PULL_FAILED,
-                Skip::ExtLimit => CNT_EXT_LIMIT,
-            };
-            cnt[i] += 1;
-            return;
+    if let Err(e) = res {
+        match e {
+            Skip::Truncated => bump(CNT_TRUNCATED),
+            Skip::Malformed => bump(CNT_MALFORMED),
+            Skip::NonIp => bump(CNT_NON_IP),
+            Skip::PullFailed => bump(CNT_PULL_FAILED),
+            Skip::ExtLimit => bump(CNT_EXT_LIMIT),
         }
-    };
-    if p.vlan {
-        cnt[CNT_VLAN] += 1;
+        return;
     }
-    if p.fragment {
-        cnt[CNT_FRAGMENTS] += 1;
+    if meta.vlan {
+        bump(CNT_VLAN);
+    }
+    if meta.fragment {
+        bump(CNT_FRAGMENTS);
     }
     let skb = ctx.skb.skb;
     // SAFETY: reads of __sk_buff context fields.
     let (len, segs, vlan_meta) = unsafe { ((*skb).len, (*skb).gso_segs, (*skb).vlan_present) };
     let bytes = u64::from(len) + if vlan_meta != 0 { 4 } else { 0 };
-    let segments = if segs > 1 { u64::from(segs) } else { 1 };
-    let f = p.tcp_flags;
-    let tcp = p.proto == IPPROTO_TCP;
-    let syn = tcp && f & TCP_SYN != 0 && f & TCP_ACK == 0;
+    let f = meta.tcp_flags;
+    let syn = f & (TCP_SYN | TCP_ACK) == TCP_SYN;
     let inc = PortCounters {
         packets: 1,
-        segments,
+        segments: if segs > 1 { u64::from(segs) } else { 1 },
         bytes,
         syn: u64::from(syn),
-        synack: u64::from(tcp && f & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK),
-        fin: u64::from(tcp && f & TCP_FIN != 0),
-        rst: u64::from(tcp && f & TCP_RST != 0),
+        synack: u64::from(f & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK),
+        fin: u64::from(f & TCP_FIN != 0),
+        rst: u64::from(f & TCP_RST != 0),
     };
-    let ingress = dir == DIR_INGRESS;
-    let (lport, rport) = if ingress {
-        (p.dport, p.sport)
-    } else {
-        (p.sport, p.dport)
-    };
+    let dir = if INGRESS { DIR_INGRESS } else { DIR_EGRESS };
+    count_port(&port_key(key.local_port, key.proto, SIDE_LOCAL, dir), &inc);
     count_port(
-        &PortKey {
-            port: lport,
-            proto: p.proto,
-            side: SIDE_LOCAL,
-            dir,
-            _pad: [0; 3],
-        },
+        &port_key(key.remote_port, key.proto, SIDE_REMOTE, dir),
         &inc,
-        cnt,
     );
-    count_port(
-        &PortKey {
-            port: rport,
-            proto: p.proto,
-            side: SIDE_REMOTE,
-            dir,
-            _pad: [0; 3],
-        },
-        &inc,
-        cnt,
-    );
-    let (laddr, raddr) = if ingress {
-        (p.dst, p.src)
-    } else {
-        (p.src, p.dst)
-    };
-    let key = FlowKey {
-        local_addr: laddr,
-        remote_addr: raddr,
-        local_port: lport,
-        remote_port: rport,
-        proto: p.proto,
-        family: p.family,
-        _pad: [0; 2],
-    };
-    count_flow(&key, ingress, bytes, f, syn, cnt);
+    count_flow::<INGRESS>(&key, bytes, f, syn);
 }
 
 /// Adds `inc` to this CPU's totals for `key`, inserting the key when it is new.
 #[inline(always)]
-fn count_port(key: &PortKey, inc: &PortCounters, cnt: &mut [u64; 16]) {
+fn count_port(key: &PortKey, inc: &PortCounters) {
     if let Some(v) = PORT_TOTALS.get_ptr_mut(key) {
         // SAFETY: this CPU's value; programs do not nest on one CPU.
         unsafe { add_counters(&mut *v, inc) };
@@ -214,14 +187,14 @@ fn count_port(key: &PortKey, inc: &PortCounters, cnt: &mut [u64; 16]) {
     }
     match PORT_TOTALS.insert(key, inc, u64::from(BPF_NOEXIST)) {
         Ok(()) => {}
-        // Another CPU inserted the key first: its slot for this CPU is zero, add to it.
+        // Another CPU inserted the key first: this CPU's slot of it is zero, add to it.
         Err(e) if e == -EEXIST => match PORT_TOTALS.get_ptr_mut(key) {
             // SAFETY: as above.
             Some(v) => unsafe { add_counters(&mut *v, inc) },
-            None => cnt[CNT_PORT_ERR] += 1,
+            None => bump(CNT_PORT_ERR),
         },
-        Err(e) if e == -E2BIG => cnt[CNT_PORT_FULL] += 1,
-        Err(_) => cnt[CNT_PORT_ERR] += 1,
+        Err(e) if e == -E2BIG => bump(CNT_PORT_FULL),
+        Err(_) => bump(CNT_PORT_ERR),
     }
 }
 
@@ -238,54 +211,74 @@ fn add_counters(v: &mut PortCounters, inc: &PortCounters) {
 
 /// Adds the packet to its flow (shared by all CPUs: atomic adds), inserting the flow when new.
 #[inline(always)]
-fn count_flow(key: &FlowKey, ingress: bool, bytes: u64, flags: u8, syn: bool, cnt: &mut [u64; 16]) {
+fn count_flow<const INGRESS: bool>(key: &FlowKey, bytes: u64, flags: u8, syn: bool) {
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     if let Some(v) = FLOWS.get_ptr_mut(key) {
-        update_flow(v, ingress, bytes, flags, syn, now);
+        update_flow::<INGRESS>(v, bytes, flags, syn, now);
         return;
     }
-    let mut init = FlowValue {
-        first_seen_ns: now,
-        last_seen_ns: now,
-        ..FlowValue::default()
-    };
-    if ingress {
-        init.packets_in = 1;
-        init.bytes_in = bytes;
-        init.tcp_flags = u64::from(flags);
-        init.syns = u64::from(syn);
+    new_flow::<INGRESS>(key, bytes, u16::from(flags) | (u16::from(syn) << 8), now);
+}
+
+/// The rare path, out of line: first packet of a flow. `flags_syn` is the TCP flag byte, plus
+/// 0x100 for a SYN without ACK (a BPF function takes at most five arguments).
+#[inline(never)]
+fn new_flow<const INGRESS: bool>(key: &FlowKey, bytes: u64, flags_syn: u16, now: u64) {
+    let flags = flags_syn as u8;
+    let syn = flags_syn & 0x100 != 0;
+    let init = if INGRESS {
+        FlowValue {
+            packets_in: 1,
+            bytes_in: bytes,
+            packets_out: 0,
+            bytes_out: 0,
+            first_seen_ns: now,
+            last_seen_ns: now,
+            tcp_flags: u64::from(flags),
+            syns: u64::from(syn),
+        }
     } else {
-        init.packets_out = 1;
-        init.bytes_out = bytes;
-        init.tcp_flags = u64::from(flags) << 8;
-        init.syns = u64::from(syn) << 32;
-    }
+        FlowValue {
+            packets_in: 0,
+            bytes_in: 0,
+            packets_out: 1,
+            bytes_out: bytes,
+            first_seen_ns: now,
+            last_seen_ns: now,
+            tcp_flags: u64::from(flags) << 8,
+            syns: u64::from(syn) << 32,
+        }
+    };
     match FLOWS.insert(key, init, u64::from(BPF_NOEXIST)) {
         Ok(()) => {}
         Err(e) if e == -EEXIST => match FLOWS.get_ptr_mut(key) {
-            Some(v) => update_flow(v, ingress, bytes, flags, syn, now),
-            None => cnt[CNT_FLOW_ERR] += 1,
+            Some(v) => update_flow::<INGRESS>(v, bytes, flags, syn, now),
+            None => bump(CNT_FLOW_ERR),
         },
-        Err(e) if e == -E2BIG => cnt[CNT_FLOW_FULL] += 1,
-        Err(_) => cnt[CNT_FLOW_ERR] += 1,
+        Err(e) if e == -E2BIG => bump(CNT_FLOW_FULL),
+        Err(_) => bump(CNT_FLOW_ERR),
     }
 }
 
 #[inline(always)]
-fn update_flow(v: *mut FlowValue, ingress: bool, bytes: u64, flags: u8, syn: bool, now: u64) {
-    // SAFETY: `v` points at a live map value; every field is updated atomically or is a
-    // single aligned store.
+fn update_flow<const INGRESS: bool>(v: *mut FlowValue, bytes: u64, flags: u8, syn: bool, now: u64) {
+    // SAFETY: `v` points at a live map value; counters change with atomic adds, the other
+    // fields with single aligned stores.
     unsafe {
-        let (pk, by, shift) = if ingress {
-            (&raw mut (*v).packets_in, &raw mut (*v).bytes_in, 0)
+        let (pk, by, shift, one) = if INGRESS {
+            (&raw mut (*v).packets_in, &raw mut (*v).bytes_in, 0, 1)
         } else {
-            (&raw mut (*v).packets_out, &raw mut (*v).bytes_out, 8)
+            (
+                &raw mut (*v).packets_out,
+                &raw mut (*v).bytes_out,
+                8,
+                1 << 32,
+            )
         };
         atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(pk, 1);
         atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(by, bytes);
         if syn {
-            let one = if ingress { 1 } else { 1 << 32 };
             atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut (*v).syns, one);
         }
         let bits = u64::from(flags) << shift;
@@ -300,11 +293,6 @@ fn update_flow(v: *mut FlowValue, ingress: bool, bytes: u64, flags: u8, syn: boo
     }
 }
 
-/// Returns a pointer to `size_of::<T>()` bytes at `off`, pulling non-linear data in first when
-/// the linear area is too short.
-///
-/// The bounds check is made on `data + off` plus a constant, so the verifier learns the range
-/// of the very pointer that is returned (checking `data + (off + size)` would not tell it).
 /// `skb->data`, read afresh: a volatile load keeps LLVM from caching the 32-bit field across
 /// blocks and zero-extending it later, which the verifier rejects as pointer arithmetic.
 #[inline(always)]
@@ -320,34 +308,46 @@ fn data_end(ctx: &TcContext) -> *const u8 {
     unsafe { core::ptr::read_volatile(&raw const (*ctx.skb.skb).data_end) as usize as *const u8 }
 }
 
+/// Returns a pointer to `size_of::<T>()` bytes at `off`, pulling non-linear data in first when
+/// the linear area is too short.
+///
+/// The bounds check is made on `data + off` plus a constant, so the verifier learns the range
+/// of the very pointer that is returned (checking `data + (off + size)` would not tell it).
 #[inline(always)]
-fn ptr_at<T>(ctx: &TcContext, off: usize, pulled: &mut bool) -> Result<*const T, Skip> {
+fn ptr_at<T>(ctx: &TcContext, off: usize, meta: &mut Meta) -> Result<*const T, Skip> {
     let size = size_of::<T>();
     let p = data(ctx).wrapping_add(off);
-    if p.wrapping_add(size) > data_end(ctx) {
-        let need = off + size;
-        let len = ctx.len() as usize;
-        if need > len {
-            return Err(Skip::Truncated);
-        }
-        let want = if len < PULL_LEN {
-            len
-        } else if need > PULL_LEN {
-            need
-        } else {
-            PULL_LEN
-        };
-        if ctx.pull_data(want as u32).is_err() {
-            return Err(Skip::PullFailed);
-        }
-        *pulled = true;
-        let p = data(ctx).wrapping_add(off);
-        if p.wrapping_add(size) > data_end(ctx) {
-            return Err(Skip::Truncated);
-        }
+    if p.wrapping_add(size) <= data_end(ctx) {
         return Ok(p.cast());
     }
+    pull(ctx, off + size, meta)?;
+    let p = data(ctx).wrapping_add(off);
+    if p.wrapping_add(size) > data_end(ctx) {
+        return Err(Skip::Truncated);
+    }
     Ok(p.cast())
+}
+
+/// Makes at least `need` bytes linear (`PULL_LEN` when the frame has them, so that one pull
+/// usually covers every header).
+#[inline(never)]
+fn pull(ctx: &TcContext, need: usize, meta: &mut Meta) -> Result<(), Skip> {
+    let len = ctx.len() as usize;
+    if need > len {
+        return Err(Skip::Truncated);
+    }
+    let want = if len < PULL_LEN {
+        len
+    } else if need > PULL_LEN {
+        need
+    } else {
+        PULL_LEN
+    };
+    if ctx.pull_data(want as u32).is_err() {
+        return Err(Skip::PullFailed);
+    }
+    meta.pulled = true;
+    Ok(())
 }
 
 #[inline(always)]
@@ -363,149 +363,269 @@ fn be16(b: [u8; 2]) -> u16 {
     u16::from_be_bytes(b)
 }
 
+/// Copies `N` bytes at `off` into a stack buffer with `bpf_skb_load_bytes` (works on
+/// non-linear data too). Used where the offset depends on the packet (IPv4 options, IPv6
+/// extension headers): the verifier only lets a program with CAP_PERFMON add a variable to a
+/// packet pointer, and the agent is meant to run without it.
 #[inline(always)]
-fn parse(ctx: &TcContext, pulled: &mut bool) -> Result<Parsed, Skip> {
-    let skb: *mut __sk_buff = ctx.skb.skb;
-    // SAFETY: context field read.
-    let mut vlan = unsafe { (*skb).vlan_present } != 0;
-    // Ethernet and up to two VLAN tags in the packet (a tag in skb metadata was already removed
-    // from the bytes by the kernel).
-    let eth: *const [u8; ETH_HLEN] = ptr_at(ctx, 0, pulled)?;
-    // SAFETY: ptr_at checked the bounds.
-    let mut proto = unsafe { be16([(*eth)[12], (*eth)[13]]) };
-    let mut l3 = ETH_HLEN;
-    if proto == ETH_P_8021Q || proto == ETH_P_8021AD || proto == ETH_P_QINQ1 {
-        vlan = true;
-        let t: *const [u8; 4] = ptr_at(ctx, l3, pulled)?;
-        // SAFETY: bounds checked.
-        proto = unsafe { be16([(*t)[2], (*t)[3]]) };
-        l3 += 4;
-        if proto == ETH_P_8021Q || proto == ETH_P_8021AD || proto == ETH_P_QINQ1 {
-            let t: *const [u8; 4] = ptr_at(ctx, l3, pulled)?;
-            // SAFETY: bounds checked.
-            proto = unsafe { be16([(*t)[2], (*t)[3]]) };
-            l3 += 4;
-        }
-    }
-    let mut p = Parsed {
-        family: 0,
-        proto: 0,
-        src: [0; 4],
-        dst: [0; 4],
-        sport: 0,
-        dport: 0,
-        tcp_flags: 0,
-        fragment: false,
-        vlan,
-    };
-    let l4 = match proto {
-        ETH_P_IP => {
-            let ip: *const [u8; 20] = ptr_at(ctx, l3, pulled)?;
-            // SAFETY: bounds checked; the array is copied out before the next pull.
-            let ip = unsafe { *ip };
-            if ip[0] >> 4 != 4 {
-                return Err(Skip::Malformed);
-            }
-            let ihl = usize::from(ip[0] & 0x0f) * 4;
-            if ihl < 20 {
-                return Err(Skip::Malformed);
-            }
-            p.family = FAMILY_V4;
-            p.proto = ip[9];
-            p.src[0] = u32::from_ne_bytes([ip[12], ip[13], ip[14], ip[15]]);
-            p.dst[0] = u32::from_ne_bytes([ip[16], ip[17], ip[18], ip[19]]);
-            p.fragment = be16([ip[6], ip[7]]) & 0x1fff != 0;
-            l3 + ihl
-        }
-        ETH_P_IPV6 => {
-            let ip: *const [u32; 10] = ptr_at(ctx, l3, pulled)?;
-            // SAFETY: bounds checked; copied out.
-            let ip = unsafe { *ip };
-            let w0 = ip[0].to_ne_bytes();
-            if w0[0] >> 4 != 6 {
-                return Err(Skip::Malformed);
-            }
-            p.family = FAMILY_V6;
-            p.src = [ip[2], ip[3], ip[4], ip[5]];
-            p.dst = [ip[6], ip[7], ip[8], ip[9]];
-            let mut next = ip[1].to_ne_bytes()[2];
-            let mut off = l3 + 40;
-            for _ in 0..MAX_EXT_HEADERS {
-                match next {
-                    IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_AH => {
-                        if off > MAX_L4_OFFSET {
-                            return Err(Skip::Malformed);
-                        }
-                        let h: *const [u8; 2] = ptr_at(ctx, off, pulled)?;
-                        // SAFETY: bounds checked.
-                        let h = unsafe { *h };
-                        off += if next == IPPROTO_AH {
-                            (usize::from(h[1]) + 2) * 4
-                        } else {
-                            (usize::from(h[1]) + 1) * 8
-                        };
-                        next = h[0];
-                    }
-                    IPPROTO_FRAGMENT => {
-                        if off > MAX_L4_OFFSET {
-                            return Err(Skip::Malformed);
-                        }
-                        let h: *const [u8; 8] = ptr_at(ctx, off, pulled)?;
-                        // SAFETY: bounds checked.
-                        let h = unsafe { *h };
-                        next = h[0];
-                        off += 8;
-                        if be16([h[2], h[3]]) & 0xfff8 != 0 {
-                            // A later fragment: what follows is payload, not headers.
-                            p.fragment = true;
-                            break;
-                        }
-                    }
-                    _ => break,
-                }
-            }
-            if is_ext_header(next) {
-                return Err(Skip::ExtLimit);
-            }
-            p.proto = next;
-            off
-        }
-        _ => return Err(Skip::NonIp),
-    };
-    if p.fragment {
-        return Ok(p);
-    }
-    if l4 > MAX_L4_OFFSET {
+fn load<const N: usize>(ctx: &TcContext, off: usize) -> Result<[u8; N], Skip> {
+    let mut buf = [0u8; N];
+    if off > MAX_L4_OFFSET {
         return Err(Skip::Malformed);
     }
-    match p.proto {
+    // SAFETY: the helper writes at most N bytes into our buffer.
+    let rc = unsafe {
+        bpf_skb_load_bytes(
+            ctx.skb.skb.cast(),
+            off as u32,
+            buf.as_mut_ptr().cast(),
+            N as u32,
+        )
+    };
+    if rc != 0 {
+        return Err(Skip::Truncated);
+    }
+    Ok(buf)
+}
+
+/// Fills `key` (oriented: the local end is the destination on ingress, the source on egress)
+/// and `meta` from the frame.
+///
+/// Every direct packet access is at an offset that is a constant in its copy of the code
+/// (Ethernet without tags, or with one or two tags in the bytes; IPv4 without options; IPv6
+/// without extension headers); the rest goes through [`load`].
+#[inline(always)]
+fn parse<const INGRESS: bool>(
+    ctx: &TcContext,
+    key: &mut FlowKey,
+    meta: &mut Meta,
+) -> Result<(), Skip> {
+    let skb: *mut __sk_buff = ctx.skb.skb;
+    // SAFETY: context field read.
+    meta.vlan = unsafe { (*skb).vlan_present } != 0;
+    // Ethernet and up to two VLAN tags in the packet (a tag in skb metadata was already removed
+    // from the bytes by the kernel).
+    let eth: *const [u8; ETH_HLEN] = ptr_at(ctx, 0, meta)?;
+    // SAFETY: ptr_at checked the bounds.
+    let proto = unsafe { be16([(*eth)[12], (*eth)[13]]) };
+    match proto {
+        ETH_P_IP => ipv4::<INGRESS>(ctx, ETH_HLEN, key, meta),
+        ETH_P_IPV6 => ipv6::<INGRESS>(ctx, ETH_HLEN, key, meta),
+        ETH_P_8021Q | ETH_P_8021AD | ETH_P_QINQ1 => {
+            meta.vlan = true;
+            let t: *const [u8; 4] = ptr_at(ctx, ETH_HLEN, meta)?;
+            // SAFETY: bounds checked.
+            let inner = unsafe { be16([(*t)[2], (*t)[3]]) };
+            match inner {
+                ETH_P_IP => ipv4::<INGRESS>(ctx, ETH_HLEN + 4, key, meta),
+                ETH_P_IPV6 => ipv6::<INGRESS>(ctx, ETH_HLEN + 4, key, meta),
+                ETH_P_8021Q | ETH_P_8021AD | ETH_P_QINQ1 => {
+                    let t: *const [u8; 4] = ptr_at(ctx, ETH_HLEN + 4, meta)?;
+                    // SAFETY: bounds checked.
+                    let inner = unsafe { be16([(*t)[2], (*t)[3]]) };
+                    match inner {
+                        ETH_P_IP => ipv4::<INGRESS>(ctx, ETH_HLEN + 8, key, meta),
+                        ETH_P_IPV6 => ipv6::<INGRESS>(ctx, ETH_HLEN + 8, key, meta),
+                        _ => Err(Skip::NonIp),
+                    }
+                }
+                _ => Err(Skip::NonIp),
+            }
+        }
+        _ => Err(Skip::NonIp),
+    }
+}
+
+#[inline(always)]
+fn ipv4<const INGRESS: bool>(
+    ctx: &TcContext,
+    l3: usize,
+    key: &mut FlowKey,
+    meta: &mut Meta,
+) -> Result<(), Skip> {
+    let ip: *const [u32; 5] = ptr_at(ctx, l3, meta)?;
+    // SAFETY: bounds checked; copied out before any further pull.
+    let ip = unsafe { *ip };
+    let w0 = ip[0].to_ne_bytes();
+    if w0[0] >> 4 != 4 {
+        return Err(Skip::Malformed);
+    }
+    let ihl = usize::from(w0[0] & 0x0f) * 4;
+    if ihl < 20 {
+        return Err(Skip::Malformed);
+    }
+    let w1 = ip[1].to_ne_bytes();
+    meta.fragment = be16([w1[2], w1[3]]) & 0x1fff != 0;
+    key.family = FAMILY_V4;
+    key.proto = ip[2].to_ne_bytes()[1];
+    if INGRESS {
+        key.local_addr[0] = ip[4];
+        key.remote_addr[0] = ip[3];
+    } else {
+        key.local_addr[0] = ip[3];
+        key.remote_addr[0] = ip[4];
+    }
+    if meta.fragment {
+        return Ok(());
+    }
+    if ihl == 20 {
+        transport::<INGRESS>(ctx, l3 + 20, key, meta)
+    } else {
+        transport_loaded::<INGRESS>(ctx, l3 + ihl, key, meta)
+    }
+}
+
+#[inline(always)]
+fn ipv6<const INGRESS: bool>(
+    ctx: &TcContext,
+    l3: usize,
+    key: &mut FlowKey,
+    meta: &mut Meta,
+) -> Result<(), Skip> {
+    let ip: *const [u32; 10] = ptr_at(ctx, l3, meta)?;
+    // SAFETY: bounds checked; copied out.
+    let ip = unsafe { *ip };
+    if ip[0].to_ne_bytes()[0] >> 4 != 6 {
+        return Err(Skip::Malformed);
+    }
+    key.family = FAMILY_V6;
+    let src = [ip[2], ip[3], ip[4], ip[5]];
+    let dst = [ip[6], ip[7], ip[8], ip[9]];
+    if INGRESS {
+        key.local_addr = dst;
+        key.remote_addr = src;
+    } else {
+        key.local_addr = src;
+        key.remote_addr = dst;
+    }
+    let next = ip[1].to_ne_bytes()[2];
+    key.proto = next;
+    if !is_ext_header(next) {
+        return transport::<INGRESS>(ctx, l3 + 40, key, meta);
+    }
+    ext_headers::<INGRESS>(ctx, l3 + 40, next, key, meta)
+}
+
+/// Walks IPv6 extension headers (rare; out of line, read with `bpf_skb_load_bytes`).
+#[inline(never)]
+fn ext_headers<const INGRESS: bool>(
+    ctx: &TcContext,
+    start: usize,
+    first: u8,
+    key: &mut FlowKey,
+    meta: &mut Meta,
+) -> Result<(), Skip> {
+    let mut next = first;
+    let mut off = start;
+    for _ in 0..MAX_EXT_HEADERS {
+        if !is_ext_header(next) {
+            break;
+        }
+        let h = load::<4>(ctx, off)?;
+        if next == IPPROTO_FRAGMENT {
+            next = h[0];
+            off += 8;
+            if be16([h[2], h[3]]) & 0xfff8 != 0 {
+                // A later fragment: what follows is payload, not headers.
+                meta.fragment = true;
+                key.proto = next;
+                return Ok(());
+            }
+        } else {
+            off += if next == IPPROTO_AH {
+                (usize::from(h[1]) + 2) * 4
+            } else {
+                (usize::from(h[1]) + 1) * 8
+            };
+            next = h[0];
+        }
+    }
+    if is_ext_header(next) {
+        return Err(Skip::ExtLimit);
+    }
+    key.proto = next;
+    transport_loaded::<INGRESS>(ctx, off, key, meta)
+}
+
+/// Sets the ports (and TCP flags) from the transport header at `l4`, a constant offset in each
+/// inlined copy, read directly.
+#[inline(always)]
+fn transport<const INGRESS: bool>(
+    ctx: &TcContext,
+    l4: usize,
+    key: &mut FlowKey,
+    meta: &mut Meta,
+) -> Result<(), Skip> {
+    let (sport, dport) = match key.proto {
         IPPROTO_TCP => {
-            let t: *const [u8; 14] = ptr_at(ctx, l4, pulled)?;
+            let t: *const [u8; 14] = ptr_at(ctx, l4, meta)?;
             // SAFETY: bounds checked.
             let t = unsafe { *t };
-            if t[12] >> 4 < 5 {
-                return Err(Skip::Malformed);
-            }
-            p.sport = be16([t[0], t[1]]);
-            p.dport = be16([t[2], t[3]]);
-            p.tcp_flags = t[13];
+            tcp_ports(&t, meta)?
         }
         IPPROTO_UDP | IPPROTO_SCTP => {
-            let t: *const [u8; 4] = ptr_at(ctx, l4, pulled)?;
+            let t: *const [u8; 4] = ptr_at(ctx, l4, meta)?;
             // SAFETY: bounds checked.
             let t = unsafe { *t };
-            p.sport = be16([t[0], t[1]]);
-            p.dport = be16([t[2], t[3]]);
+            (be16([t[0], t[1]]), be16([t[2], t[3]]))
         }
         IPPROTO_ICMP | IPPROTO_ICMPV6 => {
-            let t: *const [u8; 2] = ptr_at(ctx, l4, pulled)?;
+            let t: *const [u8; 2] = ptr_at(ctx, l4, meta)?;
             // SAFETY: bounds checked.
             let t = unsafe { *t };
-            p.dport = be16([t[0], t[1]]);
+            (0, be16([t[0], t[1]]))
         }
-        _ => {}
+        _ => (0, 0),
+    };
+    set_ports::<INGRESS>(key, sport, dport);
+    Ok(())
+}
+
+/// As [`transport`], for a transport header at an offset that depends on the packet.
+#[inline(never)]
+fn transport_loaded<const INGRESS: bool>(
+    ctx: &TcContext,
+    l4: usize,
+    key: &mut FlowKey,
+    meta: &mut Meta,
+) -> Result<(), Skip> {
+    let (sport, dport) = match key.proto {
+        IPPROTO_TCP => {
+            let t = load::<14>(ctx, l4)?;
+            tcp_ports(&t, meta)?
+        }
+        IPPROTO_UDP | IPPROTO_SCTP => {
+            let t = load::<4>(ctx, l4)?;
+            (be16([t[0], t[1]]), be16([t[2], t[3]]))
+        }
+        IPPROTO_ICMP | IPPROTO_ICMPV6 => {
+            let t = load::<2>(ctx, l4)?;
+            (0, be16([t[0], t[1]]))
+        }
+        _ => (0, 0),
+    };
+    set_ports::<INGRESS>(key, sport, dport);
+    Ok(())
+}
+
+#[inline(always)]
+fn tcp_ports(t: &[u8; 14], meta: &mut Meta) -> Result<(u16, u16), Skip> {
+    if t[12] >> 4 < 5 {
+        return Err(Skip::Malformed);
     }
-    Ok(p)
+    meta.tcp_flags = t[13];
+    Ok((be16([t[0], t[1]]), be16([t[2], t[3]])))
+}
+
+#[inline(always)]
+fn set_ports<const INGRESS: bool>(key: &mut FlowKey, sport: u16, dport: u16) {
+    if INGRESS {
+        key.local_port = dport;
+        key.remote_port = sport;
+    } else {
+        key.local_port = sport;
+        key.remote_port = dport;
+    }
 }
 
 #[cfg(not(test))]

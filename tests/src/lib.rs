@@ -105,6 +105,25 @@ impl NetNs {
             .spawn()
     }
 
+    /// A command that runs inside the namespace but keeps this process's mounts (unlike
+    /// `ip netns exec`, which remounts /sys and so hides /sys/fs/bpf).
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> io::Result<Command> {
+        use std::os::unix::process::CommandExt;
+        let ns = File::open(self.path())?;
+        let mut cmd = Command::new(program);
+        // SAFETY: setns(2) is async-signal-safe; `ns` stays open until the closure is dropped
+        // with the Command.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        Ok(cmd)
+    }
+
     /// Runs `f` on a new thread that has entered the namespace, and returns its result.
     /// Sockets, interface lookups and netlink calls made by `f` happen inside the namespace.
     pub fn run<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> R {
@@ -124,6 +143,25 @@ impl NetNs {
             f()
         })
     }
+}
+
+/// Names of the programs attached through TCX to `ifname` in `ns` (ingress, then egress), as
+/// the kernel lists them (BPF_PROG_QUERY). bpftool 7.1 does not show TCX links.
+pub fn tcx_programs(ns: &NetNs, ifname: &str) -> io::Result<Vec<String>> {
+    use aya::programs::{SchedClassifier, TcAttachType};
+    let ifname = ifname.to_owned();
+    ns.run(move || {
+        let mut names = Vec::new();
+        for hook in [TcAttachType::Ingress, TcAttachType::Egress] {
+            let (_, progs) = SchedClassifier::query_tcx(&ifname, hook).map_err(io::Error::other)?;
+            names.extend(
+                progs
+                    .iter()
+                    .map(|p| p.name_as_str().unwrap_or("?").to_owned()),
+            );
+        }
+        Ok(names)
+    })
 }
 
 /// Moves the calling thread into the network namespace at `path`.
@@ -258,8 +296,8 @@ impl Drop for PinDir {
     }
 }
 
-/// Internet checksum (RFC 1071) of `data` starting from `sum`.
-fn csum(mut sum: u32, data: &[u8]) -> u16 {
+/// Adds `data` to a one's-complement running sum (RFC 1071, not yet folded).
+fn sum16(mut sum: u32, data: &[u8]) -> u32 {
     for c in data.chunks(2) {
         let w = if c.len() == 2 {
             u16::from_be_bytes([c[0], c[1]])
@@ -268,10 +306,150 @@ fn csum(mut sum: u32, data: &[u8]) -> u16 {
         };
         sum += u32::from(w);
     }
+    sum
+}
+
+/// Internet checksum (RFC 1071) of `data` starting from `sum`.
+fn csum(sum: u32, data: &[u8]) -> u16 {
+    let mut sum = sum16(sum, data);
     while sum >> 16 != 0 {
         sum = (sum & 0xffff) + (sum >> 16);
     }
     !(sum as u16)
+}
+
+/// A transport header and payload.
+#[derive(Clone, Debug)]
+pub enum L4<'a> {
+    /// UDP with a valid checksum.
+    Udp {
+        sport: u16,
+        dport: u16,
+        payload: &'a [u8],
+    },
+    /// TCP (20-byte header) with a valid checksum; `flags` is the flag byte.
+    Tcp {
+        sport: u16,
+        dport: u16,
+        flags: u8,
+        payload: &'a [u8],
+    },
+    /// Any protocol, bytes as given.
+    Raw { proto: u8, bytes: &'a [u8] },
+}
+
+impl L4<'_> {
+    fn proto(&self) -> u8 {
+        match self {
+            L4::Udp { .. } => 17,
+            L4::Tcp { .. } => 6,
+            L4::Raw { proto, .. } => *proto,
+        }
+    }
+
+    /// The bytes, checksummed with the pseudo-header sum `pseudo` (which excludes the length).
+    fn bytes(&self, pseudo: u32) -> Vec<u8> {
+        let (mut b, at) = match self {
+            L4::Udp {
+                sport,
+                dport,
+                payload,
+            } => {
+                let mut b = Vec::with_capacity(8 + payload.len());
+                b.extend_from_slice(&sport.to_be_bytes());
+                b.extend_from_slice(&dport.to_be_bytes());
+                b.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+                b.extend_from_slice(&[0, 0]);
+                b.extend_from_slice(payload);
+                (b, 6)
+            }
+            L4::Tcp {
+                sport,
+                dport,
+                flags,
+                payload,
+            } => {
+                let mut b = Vec::with_capacity(20 + payload.len());
+                b.extend_from_slice(&sport.to_be_bytes());
+                b.extend_from_slice(&dport.to_be_bytes());
+                b.extend_from_slice(&1u32.to_be_bytes());
+                b.extend_from_slice(&0u32.to_be_bytes());
+                b.extend_from_slice(&[0x50, *flags, 0xff, 0xff, 0, 0, 0, 0]);
+                b.extend_from_slice(payload);
+                (b, 16)
+            }
+            L4::Raw { bytes, .. } => return bytes.to_vec(),
+        };
+        let sum = pseudo + b.len() as u32 + u32::from(self.proto());
+        let c = csum(sum, &b);
+        let c = if c == 0 { 0xffff } else { c };
+        b[at..at + 2].copy_from_slice(&c.to_be_bytes());
+        b
+    }
+}
+
+/// IPv4 header details beyond addresses.
+#[derive(Clone, Debug, Default)]
+pub struct V4Opts<'a> {
+    /// Option bytes (padded with zeros to a multiple of 4).
+    pub options: &'a [u8],
+    /// Fragment offset in 8-byte units (non-zero: a later fragment, no transport header).
+    pub frag_offset: u16,
+    /// The more-fragments flag.
+    pub more_fragments: bool,
+    /// Overrides the IHL field (to build malformed headers).
+    pub ihl: Option<u8>,
+}
+
+/// An IPv6 extension header.
+#[derive(Clone, Copy, Debug)]
+pub enum Ext {
+    /// Hop-by-hop options, `len8` extra 8-byte units (PadN filled).
+    HopByHop { len8: u8 },
+    /// Routing header (type 4, segments left 0), `len8` extra units.
+    Routing { len8: u8 },
+    /// Destination options, `len8` extra units.
+    DstOpts { len8: u8 },
+    /// Fragment header.
+    Fragment { offset: u16, more: bool },
+}
+
+impl Ext {
+    fn number(self) -> u8 {
+        match self {
+            Ext::HopByHop { .. } => 0,
+            Ext::Routing { .. } => 43,
+            Ext::Fragment { .. } => 44,
+            Ext::DstOpts { .. } => 60,
+        }
+    }
+
+    fn bytes(self, next: u8) -> Vec<u8> {
+        match self {
+            Ext::HopByHop { len8 } | Ext::DstOpts { len8 } | Ext::Routing { len8 } => {
+                let total = 8 * (usize::from(len8) + 1);
+                let mut b = vec![0u8; total];
+                b[0] = next;
+                b[1] = len8;
+                if let Ext::Routing { .. } = self {
+                    b[2] = 4;
+                } else {
+                    // One PadN option covering the rest.
+                    b[2] = 1;
+                    b[3] = (total - 4) as u8;
+                }
+                b
+            }
+            Ext::Fragment { offset, more } => {
+                let mut b = vec![0u8; 8];
+                b[0] = next;
+                let f = (offset << 3) | u16::from(more);
+                b[2..4].copy_from_slice(&f.to_be_bytes());
+                b[4..8].copy_from_slice(&0x1234_5678u32.to_be_bytes());
+                b
+            }
+        }
+    }
 }
 
 /// Builds Ethernet frames: MACs, VLAN tags (outer first: `(tpid, vid)`), an IP packet.
@@ -283,7 +461,8 @@ pub struct FrameBuilder {
 }
 
 impl FrameBuilder {
-    fn l2(&self, ethertype: u16) -> Vec<u8> {
+    /// Ethernet header (with the VLAN tags) for `ethertype`.
+    pub fn l2(&self, ethertype: u16) -> Vec<u8> {
         let mut f = Vec::with_capacity(128);
         f.extend_from_slice(&self.dst_mac);
         f.extend_from_slice(&self.src_mac);
@@ -295,7 +474,78 @@ impl FrameBuilder {
         f
     }
 
-    /// An IPv4 UDP frame with a valid header checksum (UDP checksum 0).
+    /// An IPv4 frame with a valid header checksum.
+    pub fn ipv4(&self, src: Ipv4Addr, dst: Ipv4Addr, l4: &L4<'_>, o: &V4Opts<'_>) -> Vec<u8> {
+        let pseudo = sum16(sum16(0, &src.octets()), &dst.octets());
+        let body = if o.frag_offset != 0 {
+            // A later fragment carries payload only.
+            match l4 {
+                L4::Udp { payload, .. } | L4::Tcp { payload, .. } => payload.to_vec(),
+                L4::Raw { bytes, .. } => bytes.to_vec(),
+            }
+        } else {
+            l4.bytes(pseudo)
+        };
+        let mut opts = o.options.to_vec();
+        while opts.len() % 4 != 0 {
+            opts.push(0);
+        }
+        let hlen = 20 + opts.len();
+        let mut ip = vec![0u8; hlen];
+        ip[0] = 0x40 | o.ihl.unwrap_or((hlen / 4) as u8);
+        ip[2..4].copy_from_slice(&((hlen + body.len()) as u16).to_be_bytes());
+        let frag = (u16::from(o.more_fragments) << 13) | (o.frag_offset & 0x1fff);
+        ip[6..8].copy_from_slice(&frag.to_be_bytes());
+        ip[8] = 64;
+        ip[9] = l4.proto();
+        ip[12..16].copy_from_slice(&src.octets());
+        ip[16..20].copy_from_slice(&dst.octets());
+        ip[20..].copy_from_slice(&opts);
+        let c = csum(0, &ip);
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+        let mut f = self.l2(0x0800);
+        f.extend_from_slice(&ip);
+        f.extend_from_slice(&body);
+        f
+    }
+
+    /// An IPv6 frame with extension headers `ext` (in order) before the transport header.
+    pub fn ipv6(&self, src: Ipv6Addr, dst: Ipv6Addr, ext: &[Ext], l4: &L4<'_>) -> Vec<u8> {
+        let pseudo = sum16(sum16(0, &src.octets()), &dst.octets());
+        let later_fragment = ext
+            .iter()
+            .any(|e| matches!(e, Ext::Fragment { offset, .. } if *offset != 0));
+        let body = if later_fragment {
+            match l4 {
+                L4::Udp { payload, .. } | L4::Tcp { payload, .. } => payload.to_vec(),
+                L4::Raw { bytes, .. } => bytes.to_vec(),
+            }
+        } else {
+            l4.bytes(pseudo)
+        };
+        let mut chain = Vec::new();
+        let mut next = l4.proto();
+        for e in ext.iter().rev() {
+            let mut b = e.bytes(next);
+            b.extend_from_slice(&chain);
+            chain = b;
+            next = e.number();
+        }
+        let mut ip = [0u8; 40];
+        ip[0] = 0x60;
+        ip[4..6].copy_from_slice(&((chain.len() + body.len()) as u16).to_be_bytes());
+        ip[6] = next;
+        ip[7] = 64;
+        ip[8..24].copy_from_slice(&src.octets());
+        ip[24..40].copy_from_slice(&dst.octets());
+        let mut f = self.l2(0x86DD);
+        f.extend_from_slice(&ip);
+        f.extend_from_slice(&chain);
+        f.extend_from_slice(&body);
+        f
+    }
+
+    /// An IPv4 UDP frame.
     pub fn udp4(
         &self,
         src: Ipv4Addr,
@@ -304,27 +554,19 @@ impl FrameBuilder {
         dport: u16,
         payload: &[u8],
     ) -> Vec<u8> {
-        let mut f = self.l2(0x0800);
-        let total = (20 + 8 + payload.len()) as u16;
-        let mut ip = [0u8; 20];
-        ip[0] = 0x45;
-        ip[2..4].copy_from_slice(&total.to_be_bytes());
-        ip[8] = 64;
-        ip[9] = 17;
-        ip[12..16].copy_from_slice(&src.octets());
-        ip[16..20].copy_from_slice(&dst.octets());
-        let c = csum(0, &ip);
-        ip[10..12].copy_from_slice(&c.to_be_bytes());
-        f.extend_from_slice(&ip);
-        f.extend_from_slice(&sport.to_be_bytes());
-        f.extend_from_slice(&dport.to_be_bytes());
-        f.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-        f.extend_from_slice(&[0, 0]);
-        f.extend_from_slice(payload);
-        f
+        self.ipv4(
+            src,
+            dst,
+            &L4::Udp {
+                sport,
+                dport,
+                payload,
+            },
+            &V4Opts::default(),
+        )
     }
 
-    /// An IPv6 UDP frame with a valid UDP checksum.
+    /// An IPv6 UDP frame.
     pub fn udp6(
         &self,
         src: Ipv6Addr,
@@ -333,35 +575,16 @@ impl FrameBuilder {
         dport: u16,
         payload: &[u8],
     ) -> Vec<u8> {
-        let mut f = self.l2(0x86DD);
-        let ulen = (8 + payload.len()) as u16;
-        let mut ip = [0u8; 40];
-        ip[0] = 0x60;
-        ip[4..6].copy_from_slice(&ulen.to_be_bytes());
-        ip[6] = 17;
-        ip[7] = 64;
-        ip[8..24].copy_from_slice(&src.octets());
-        ip[24..40].copy_from_slice(&dst.octets());
-        f.extend_from_slice(&ip);
-        let mut udp = Vec::with_capacity(8 + payload.len());
-        udp.extend_from_slice(&sport.to_be_bytes());
-        udp.extend_from_slice(&dport.to_be_bytes());
-        udp.extend_from_slice(&ulen.to_be_bytes());
-        udp.extend_from_slice(&[0, 0]);
-        udp.extend_from_slice(payload);
-        let mut pseudo = Vec::with_capacity(40);
-        pseudo.extend_from_slice(&src.octets());
-        pseudo.extend_from_slice(&dst.octets());
-        pseudo.extend_from_slice(&u32::from(ulen).to_be_bytes());
-        pseudo.extend_from_slice(&[0, 0, 0, 17]);
-        let mut sum = 0u32;
-        for c in pseudo.chunks(2) {
-            sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
-        }
-        let c = csum(sum, &udp);
-        udp[6..8].copy_from_slice(&(if c == 0 { 0xffff } else { c }).to_be_bytes());
-        f.extend_from_slice(&udp);
-        f
+        self.ipv6(
+            src,
+            dst,
+            &[],
+            &L4::Udp {
+                sport,
+                dport,
+                payload,
+            },
+        )
     }
 }
 
@@ -465,6 +688,194 @@ pub fn portwatch_bin() -> PathBuf {
     .clone()
 }
 
+/// An AF_PACKET socket with a transmit ring (PACKET_TX_RING, TPACKET_V2): frames are written
+/// into shared memory and sent by one `sendto`. The kernel builds such skbs with only the
+/// Ethernet header in the linear area (the rest in page fragments): the non-linear case.
+pub struct TxRing {
+    fd: libc::c_int,
+    ifindex: i32,
+    ring: *mut u8,
+    frames: usize,
+    next: usize,
+}
+
+// SAFETY: the ring is owned by this value and only touched through &mut self.
+unsafe impl Send for TxRing {}
+
+const SOL_PACKET: libc::c_int = 263;
+const PACKET_VERSION: libc::c_int = 10;
+const PACKET_TX_RING: libc::c_int = 13;
+const TPACKET_V2: libc::c_int = 1;
+const TP_STATUS_AVAILABLE: u32 = 0;
+const TP_STATUS_SEND_REQUEST: u32 = 1;
+const TP_STATUS_WRONG_FORMAT: u32 = 1 << 2;
+const TX_FRAME_SIZE: usize = 2048;
+const TX_BLOCK_SIZE: usize = 4096;
+const TX_BLOCKS: usize = 64;
+/// Where the frame's data starts in a TPACKET_V2 slot (TPACKET2_HDRLEN - sizeof(sockaddr_ll)).
+const TX_DATA_OFFSET: usize = 32;
+
+#[repr(C)]
+struct TpacketReq {
+    block_size: u32,
+    block_nr: u32,
+    frame_size: u32,
+    frame_nr: u32,
+}
+
+impl TxRing {
+    /// Opens the socket and maps its ring (call from inside the namespace).
+    pub fn open(ifname: &str) -> io::Result<Self> {
+        let sock = PacketSocket::open(ifname)?;
+        let fd = sock.fd;
+        let ifindex = sock.ifindex;
+        std::mem::forget(sock);
+        let set = |opt: libc::c_int, val: *const libc::c_void, len: usize| {
+            // SAFETY: setsockopt with a live buffer of `len` bytes.
+            if unsafe { libc::setsockopt(fd, SOL_PACKET, opt, val, len as u32) } != 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(())
+            }
+        };
+        let close_on_err = |e: io::Error| {
+            // SAFETY: closing the fd we own.
+            unsafe { libc::close(fd) };
+            e
+        };
+        set(PACKET_VERSION, std::ptr::from_ref(&TPACKET_V2).cast(), 4).map_err(close_on_err)?;
+        let frames = TX_BLOCK_SIZE / TX_FRAME_SIZE * TX_BLOCKS;
+        let req = TpacketReq {
+            block_size: TX_BLOCK_SIZE as u32,
+            block_nr: TX_BLOCKS as u32,
+            frame_size: TX_FRAME_SIZE as u32,
+            frame_nr: frames as u32,
+        };
+        set(
+            PACKET_TX_RING,
+            std::ptr::from_ref(&req).cast(),
+            std::mem::size_of::<TpacketReq>(),
+        )
+        .map_err(close_on_err)?;
+        // SAFETY: maps the ring the kernel just allocated for this socket.
+        let ring = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                TX_BLOCK_SIZE * TX_BLOCKS,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        if ring == libc::MAP_FAILED {
+            return Err(close_on_err(io::Error::last_os_error()));
+        }
+        Ok(Self {
+            fd,
+            ifindex,
+            ring: ring.cast(),
+            frames,
+            next: 0,
+        })
+    }
+
+    fn status(&self, slot: usize) -> *mut u32 {
+        // SAFETY: slot < frames, inside the mapping; tp_status is the slot's first field.
+        unsafe { self.ring.add(slot * TX_FRAME_SIZE).cast::<u32>() }
+    }
+
+    /// Queues every frame in the ring and sends them, refilling as slots come back.
+    pub fn send_all<'a>(&mut self, frames: impl IntoIterator<Item = &'a [u8]>) -> io::Result<u64> {
+        let mut n = 0;
+        let mut queued = 0;
+        for f in frames {
+            if f.len() > TX_FRAME_SIZE - TX_DATA_OFFSET {
+                return Err(io::Error::other("frame too large for the TX ring slot"));
+            }
+            let slot = self.next;
+            let st = self.status(slot);
+            // Wait until the kernel has sent what was in this slot.
+            loop {
+                // SAFETY: volatile read of the shared status word.
+                let s = unsafe { std::ptr::read_volatile(st) };
+                if s == TP_STATUS_AVAILABLE {
+                    break;
+                }
+                if s & TP_STATUS_WRONG_FORMAT != 0 {
+                    return Err(io::Error::other(
+                        "the kernel rejected a frame (TP_STATUS_WRONG_FORMAT)",
+                    ));
+                }
+                self.flush()?;
+                std::thread::yield_now();
+            }
+            // SAFETY: the slot is ours (status AVAILABLE); writes stay inside it.
+            unsafe {
+                let base = self.ring.add(slot * TX_FRAME_SIZE);
+                std::ptr::copy_nonoverlapping(f.as_ptr(), base.add(TX_DATA_OFFSET), f.len());
+                // tp_len follows tp_status.
+                std::ptr::write_volatile(base.add(4).cast::<u32>(), f.len() as u32);
+                std::ptr::write_volatile(st, TP_STATUS_SEND_REQUEST);
+            }
+            self.next = (self.next + 1) % self.frames;
+            n += 1;
+            queued += 1;
+            if queued == self.frames / 2 {
+                self.flush()?;
+                queued = 0;
+            }
+        }
+        self.flush()?;
+        // Wait until every slot is back.
+        for slot in 0..self.frames {
+            // SAFETY: volatile read of the shared status word.
+            while unsafe { std::ptr::read_volatile(self.status(slot)) } == TP_STATUS_SEND_REQUEST {
+                self.flush()?;
+                std::thread::yield_now();
+            }
+        }
+        Ok(n)
+    }
+
+    /// Asks the kernel to send every slot marked SEND_REQUEST (blocking until done).
+    fn flush(&self) -> io::Result<()> {
+        // SAFETY: sockaddr_ll is plain data.
+        let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sa.sll_family = libc::AF_PACKET as u16;
+        sa.sll_ifindex = self.ifindex;
+        sa.sll_halen = 6;
+        // SAFETY: sendto with no buffer (the ring holds the frames) and a valid address.
+        let rc = unsafe {
+            libc::sendto(
+                self.fd,
+                std::ptr::null(),
+                0,
+                0,
+                std::ptr::from_ref(&sa).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::ENOBUFS) {
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for TxRing {
+    fn drop(&mut self) {
+        // SAFETY: unmapping our ring and closing our fd.
+        unsafe {
+            libc::munmap(self.ring.cast(), TX_BLOCK_SIZE * TX_BLOCKS);
+            libc::close(self.fd);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -485,7 +896,36 @@ mod tests {
         );
         assert_eq!(f.len(), 18 + 20 + 8 + 2);
         assert_eq!(csum(0, &f[18..38]), 0);
+        // The UDP checksum verifies over the pseudo-header.
+        let pseudo = sum16(sum16(0, &f[30..34]), &f[34..38]) + 10 + 17;
+        assert_eq!(csum(pseudo, &f[38..]), 0);
         assert_eq!(&f[12..14], &[0x81, 0x00]);
         assert_eq!(&f[16..18], &[0x08, 0x00]);
+    }
+
+    #[test]
+    fn ipv6_extension_chain_links_next_headers() {
+        let fb = FrameBuilder {
+            dst_mac: [2; 6],
+            src_mac: [4; 6],
+            vlans: vec![],
+        };
+        let a = Ipv6Addr::LOCALHOST;
+        let l4 = L4::Udp {
+            sport: 1,
+            dport: 2,
+            payload: b"x",
+        };
+        let f = fb.ipv6(
+            a,
+            a,
+            &[Ext::HopByHop { len8: 0 }, Ext::DstOpts { len8: 1 }],
+            &l4,
+        );
+        assert_eq!(f[14 + 6], 0, "hop-by-hop first");
+        assert_eq!(f[54], 60, "then destination options");
+        assert_eq!(f[62], 17, "then UDP");
+        assert_eq!(f.len(), 14 + 40 + 8 + 16 + 9);
+        assert_eq!(u16::from_be_bytes([f[18], f[19]]), 8 + 16 + 9);
     }
 }

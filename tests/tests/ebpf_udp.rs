@@ -11,13 +11,12 @@ use portwatch_tests::{Link, PinDir, require_root};
 const N: u64 = 250;
 const PAYLOAD: usize = 100;
 
-fn config(link: &Link, pins: &PinDir, state: &std::path::Path) -> EbpfConfig {
+fn config(link: &Link, pins: &PinDir) -> EbpfConfig {
     EbpfConfig {
         ifaces: Some(vec![link.a_if.clone()]),
-        include_lo: false,
         flow_capacity: 1024,
         pin_dir: pins.path.clone(),
-        state_dir: state.to_owned(),
+        ..EbpfConfig::default()
     }
 }
 
@@ -58,8 +57,7 @@ fn udp_over_ipv4_and_ipv6_is_counted_exactly() {
     }
     let link = Link::new().expect("namespaces and veth");
     let pins = PinDir::new("udp").expect("pin dir");
-    let state = tempfile::tempdir().unwrap();
-    let cfg = config(&link, &pins, state.path());
+    let cfg = config(&link, &pins);
     let (a4, a6) = (link.a_v4, link.a_v6);
     let (mut backend, rx4, rx6) = link.a.run(move || {
         let b = EbpfBackend::open(cfg).expect("open the eBPF backend");
@@ -120,14 +118,10 @@ fn udp_over_ipv4_and_ipv6_is_counted_exactly() {
     // Detached: traffic sent now is not counted, by this agent or the next one.
     let if_a = link.a_if.clone();
     backend.close().expect("detach");
-    let listed = link
-        .a
-        .exec("bpftool", &["net", "show", "dev", &if_a])
-        .unwrap();
-    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
-    assert!(!listed.contains("portwatch"), "still attached: {listed}");
+    let listed = portwatch_tests::tcx_programs(&link.a, &if_a).unwrap();
+    assert!(listed.is_empty(), "still attached: {listed:?}");
     send_and_receive(&link, &rx4, link.b_v4.into(), 40001, (a4, 7001).into(), 10);
-    let cfg = config(&link, &pins, state.path());
+    let cfg = config(&link, &pins);
     let mut again = link.a.run(move || EbpfBackend::open(cfg).expect("reopen"));
     let s3 = again.collect(3).expect("collect");
     assert_eq!(

@@ -4,7 +4,7 @@ use anyhow::Result;
 use clap::{Args, Subcommand};
 
 use crate::bench_html;
-use crate::bench_pcap;
+use crate::{bench_kernel, bench_pcap};
 
 /// Options of `cargo xtask bench`.
 #[derive(Debug, Args)]
@@ -15,6 +15,9 @@ pub struct BenchArgs {
 
 #[derive(Debug, Subcommand)]
 enum Bench {
+    /// The TC program's cost per packet (BPF_PROG_TEST_RUN) and the UDP rate between two
+    /// namespaces with and without it (needs root).
+    Kernel(bench_kernel::BenchKernelArgs),
     /// Offline capture reading (10M packets, many flows) against tcpdump, softflowd, tshark.
     Pcap(bench_pcap::BenchPcapArgs),
     /// The HTML report with 10,000 findings in headless Chromium: load and first render.
@@ -24,6 +27,7 @@ enum Bench {
 /// Runs the chosen benchmark.
 pub fn run(a: &BenchArgs) -> Result<()> {
     match &a.what {
+        Bench::Kernel(k) => bench_kernel::run(k),
         Bench::Pcap(p) => bench_pcap::run(p),
         Bench::Html(h) => bench_html::run(h),
     }

@@ -2,6 +2,7 @@
 //! dependency of the agent; every install step a fresh machine needs lives here.
 mod bench;
 mod bench_html;
+mod bench_kernel;
 mod bench_pcap;
 mod demo;
 mod fuzz;

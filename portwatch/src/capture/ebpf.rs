@@ -13,7 +13,8 @@
 //!     ifaces: None,            // every interface that is up, except lo
 //!     include_lo: false,
 //!     flow_capacity: 65_536,   // flow-detail map size
-//!     ..EbpfConfig::default()  // pin_dir /sys/fs/bpf/portwatch, state_dir /run/portwatch
+//!     port_capacity: 131_072,  // per-port totals map size
+//!     ..EbpfConfig::default()  // pin_dir /sys/fs/bpf/portwatch
 //! })?;
 //! let now = 0; // from the agent's Clock
 //! let snapshot = backend.collect(now)?;        // deltas since the previous collect
@@ -33,17 +34,20 @@
 //! All three are pinned under `pin_dir`, so a restarted agent continues from them.
 //!
 //! # Restart without loss or double counting
-//! The baseline lives in `state_dir/<pin dir>.baseline`, replaced atomically (temporary file,
-//! fsync, rename) *after* the kernel maps were read and *before* the snapshot is returned. A
-//! crash before the rename leaves the previous baseline in place: the next agent reports the
-//! same counts again, together with everything newer, in its first interval (nothing lost, and
-//! nothing was handed out twice since the crashed collect never returned). A crash after the
-//! rename happens after the only I/O, while returning. The file names the kernel ids of the maps
-//! and the boot id: a baseline is never applied to other maps. When the maps are reused but no
-//! usable baseline exists, the agent starts from the current totals (it may under-report what
-//! preceded it, never over-report). Flow detail drained in the interval of a crash is lost (it
-//! is approximate by design; totals stay exact). TCX links die with the agent, so a killed agent
-//! leaves nothing attached; netlink (pre-6.6) filters it left are removed on start.
+//! The baseline is kept in the pin directory too, as a pinned array map `PW_BASELINE` replaced
+//! atomically (a new map is filled, pinned under a temporary name and renamed over the old
+//! pin). [`Backend::collect`] reads the kernel maps, works out the deltas, replaces the
+//! baseline, and only then returns the snapshot. A crash before the rename leaves the previous
+//! baseline in place: the next agent reports the same counts again, together with everything
+//! newer, in its first interval; nothing is lost, and nothing was handed out twice since the
+//! crashed collect never returned. After the rename there is no I/O left before returning. The
+//! baseline names the kernel ids of the maps and the boot id, so it is never applied to other
+//! maps; when the maps are reused but no usable baseline exists, the agent starts from their
+//! current totals (it may under-report what preceded it, never over-report). Flow detail drained
+//! in the interval of a crash is lost (it is approximate by design; totals stay exact). TCX
+//! links die with the agent, so a killed agent leaves nothing attached; the netlink filters of
+//! kernels before 6.6 outlive it and are removed when the next agent starts. One agent per pin
+//! directory (an exclusive lock on the directory). See docs/ebpf.md.
 //!
 //! Interfaces are those of the network namespace of the thread that calls [`EbpfBackend::open`]
 //! and [`Backend::refresh_interfaces`].
@@ -53,10 +57,9 @@ mod state;
 mod sys;
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use aya::maps::{MapData, MapError, MapInfo, MapType, PerCpuArray, PerCpuHashMap};
@@ -64,7 +67,7 @@ use aya::programs::tc::{self, SchedClassifierLinkId, TcAttachType};
 use aya::programs::{ProgramError, SchedClassifier};
 use aya::{Ebpf, EbpfLoader};
 use portwatch_common as common;
-use portwatch_common::{Counters, FlowKey as KFlowKey, FlowValue, PortCounters, PortKey};
+use portwatch_common::{FlowKey as KFlowKey, FlowValue, PortCounters, PortKey};
 
 use super::{Backend, BackendKind};
 use crate::clock::{MonotonicOffset, UnixNanos};
@@ -89,11 +92,11 @@ pub struct EbpfConfig {
     pub include_lo: bool,
     /// Capacity of the flow-detail map (flows per interval).
     pub flow_capacity: u32,
+    /// Capacity of the per-port totals map (keys of protocol, port, side and direction ever
+    /// seen; preallocated: about 72 bytes plus 56 bytes per CPU each).
+    pub port_capacity: u32,
     /// bpffs directory where the maps are pinned.
     pub pin_dir: PathBuf,
-    /// Directory for the baseline file and the lock (tmpfs is right: the maps live in memory
-    /// too).
-    pub state_dir: PathBuf,
 }
 
 impl Default for EbpfConfig {
@@ -102,8 +105,8 @@ impl Default for EbpfConfig {
             ifaces: None,
             include_lo: false,
             flow_capacity: common::DEFAULT_FLOW_CAPACITY,
+            port_capacity: common::DEFAULT_PORT_CAPACITY,
             pin_dir: PathBuf::from("/sys/fs/bpf/portwatch"),
-            state_dir: PathBuf::from("/run/portwatch"),
         }
     }
 }
@@ -149,8 +152,8 @@ pub enum EbpfError {
         source: io::Error,
     },
     /// Another agent holds the lock of this pin directory.
-    #[error("another portwatch agent uses pin directory {pin_dir} (lock {lock} is held)")]
-    AlreadyRunning { pin_dir: PathBuf, lock: PathBuf },
+    #[error("another portwatch agent uses pin directory {pin_dir} (it holds the directory's lock)")]
+    AlreadyRunning { pin_dir: PathBuf },
     /// Loading the eBPF object (maps, programs' relocations) failed.
     #[error("loading the eBPF object failed")]
     Load(#[source] aya::EbpfError),
@@ -192,14 +195,21 @@ pub enum EbpfError {
     State(#[from] StateError),
 }
 
-/// Whether `err`'s cause chain contains EPERM or EACCES.
+/// Whether `err`'s cause chain says "permission denied": EPERM, or EACCES except from the
+/// verifier (which rejects a program with EACCES whatever the caller's capabilities).
 fn is_permission(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut verifier = false;
     let mut cur = Some(err);
     while let Some(e) = cur {
-        if let Some(io) = e.downcast_ref::<io::Error>()
-            && matches!(io.raw_os_error(), Some(libc::EPERM | libc::EACCES))
-        {
-            return true;
+        if let Some(ProgramError::LoadError { .. }) = e.downcast_ref::<ProgramError>() {
+            verifier = true;
+        }
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            match io.raw_os_error() {
+                Some(libc::EPERM) => return true,
+                Some(libc::EACCES) if !verifier => return true,
+                _ => {}
+            }
         }
         cur = e.source();
     }
@@ -283,7 +293,7 @@ pub(crate) trait KernelMaps: Send {
 /// The real maps.
 struct AyaMaps {
     totals: PerCpuHashMap<MapData, PortKey, PortCounters>,
-    counters: PerCpuArray<MapData, Counters>,
+    counters: PerCpuArray<MapData, u64>,
     flows: MapData,
     flow_capacity: u32,
     identity: Identity,
@@ -320,16 +330,17 @@ impl KernelMaps for AyaMaps {
     }
 
     fn counters(&self) -> Result<[u64; common::COUNTERS_LEN], EbpfError> {
-        let per_cpu = self.counters.get(&0, 0).map_err(|source| EbpfError::Map {
-            map: common::MAP_COUNTERS,
-            op: "read",
-            source,
-        })?;
         let mut sum = [0u64; common::COUNTERS_LEN];
-        for v in per_cpu.iter() {
-            for (s, x) in sum.iter_mut().zip(v.c) {
-                *s += x;
-            }
+        for (i, s) in sum.iter_mut().enumerate() {
+            let per_cpu = self
+                .counters
+                .get(&(i as u32), 0)
+                .map_err(|source| EbpfError::Map {
+                    map: common::MAP_COUNTERS,
+                    op: "read",
+                    source,
+                })?;
+            *s = per_cpu.iter().sum();
         }
         Ok(sum)
     }
@@ -379,7 +390,7 @@ impl AyaMaps {
 /// without a kernel.
 pub(crate) struct Collector<M> {
     maps: M,
-    state_path: PathBuf,
+    store: Box<dyn state::BaselineStore>,
     baseline: Baseline,
     start: UnixNanos,
 }
@@ -388,8 +399,12 @@ impl<M: KernelMaps> Collector<M> {
     /// Picks up the persisted baseline when it belongs to these maps. `fresh` says the maps
     /// were just created (empty): without a baseline they start from zero; reused maps without
     /// a usable baseline start from their current totals (never report a count twice).
-    pub(crate) fn new(maps: M, state_path: PathBuf, fresh: bool) -> Result<Self, EbpfError> {
-        let loaded = match state::load(&state_path) {
+    pub(crate) fn new(
+        maps: M,
+        store: Box<dyn state::BaselineStore>,
+        fresh: bool,
+    ) -> Result<Self, EbpfError> {
+        let loaded = match state::load(store.as_ref()) {
             Ok(l) => l,
             Err(e @ StateError::Corrupt { .. }) => {
                 tracing::warn!("{e}; starting from the current kernel totals");
@@ -399,7 +414,7 @@ impl<M: KernelMaps> Collector<M> {
         };
         let mut c = Self {
             maps,
-            state_path,
+            store,
             baseline: Baseline::default(),
             start: 0,
         };
@@ -408,7 +423,7 @@ impl<M: KernelMaps> Collector<M> {
                 tracing::info!(
                     seq = b.seq,
                     "continuing per-port totals from the pinned maps and {}",
-                    c.state_path.display()
+                    c.store.location().display()
                 );
                 c.start = b.last_end;
                 c.baseline = b;
@@ -422,7 +437,7 @@ impl<M: KernelMaps> Collector<M> {
                     skipped_packets = skipped,
                     "pinned maps exist without a matching baseline in {}: starting from their \
                      current totals",
-                    c.state_path.display()
+                    c.store.location().display()
                 );
                 c.baseline = Baseline {
                     seq: 0,
@@ -430,7 +445,7 @@ impl<M: KernelMaps> Collector<M> {
                     counters: r.counters,
                     totals: r.totals,
                 };
-                state::save(&c.state_path, c.maps.identity(), &c.baseline)?;
+                state::save(c.store.as_ref(), c.maps.identity(), &c.baseline)?;
             }
         }
         Ok(c)
@@ -461,7 +476,7 @@ impl<M: KernelMaps> Collector<M> {
         offset: &MonotonicOffset,
     ) -> Result<Snapshot, EbpfError> {
         let (snap, next) = self.read_interval(now, offset)?;
-        state::save(&self.state_path, self.maps.identity(), &next)?;
+        state::save(self.store.as_ref(), self.maps.identity(), &next)?;
         self.baseline = next;
         self.start = now;
         Ok(snap)
@@ -501,22 +516,6 @@ fn fs_err(
     }
 }
 
-/// A file name for `pin_dir` ("/sys/fs/bpf/portwatch" -> "sys-fs-bpf-portwatch").
-fn state_name(pin_dir: &Path) -> String {
-    let s: String = pin_dir
-        .to_string_lossy()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '.' || c == '_' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    s.trim_matches('-').to_owned()
-}
-
 fn statfs_magic(path: &Path) -> io::Result<i64> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(path.as_os_str().as_bytes())
@@ -550,22 +549,22 @@ fn matches_pin(info: &MapInfo, e: &Expect) -> bool {
 
 /// Removes pinned maps that do not match this build's layout or configuration. Returns true
 /// when the totals and counters maps are reused (they hold earlier counts).
-fn check_pins(pin_dir: &Path, flow_capacity: u32) -> Result<bool, EbpfError> {
+fn check_pins(pin_dir: &Path, flow_capacity: u32, port_capacity: u32) -> Result<bool, EbpfError> {
     use std::mem::size_of;
     let totals = Expect {
         name: common::MAP_PORT_TOTALS,
         map_type: MapType::PerCpuHash,
         key_size: size_of::<PortKey>() as u32,
         value_size: size_of::<PortCounters>() as u32,
-        max_entries: common::PORT_TOTALS_CAPACITY,
-        flags: common::BPF_F_NO_PREALLOC,
+        max_entries: port_capacity,
+        flags: 0,
     };
     let counters = Expect {
         name: common::MAP_COUNTERS,
         map_type: MapType::PerCpuArray,
         key_size: 4,
-        value_size: size_of::<Counters>() as u32,
-        max_entries: 1,
+        value_size: 8,
+        max_entries: common::COUNTERS_LEN as u32,
         flags: 0,
     };
     let flows = Expect {
@@ -574,7 +573,7 @@ fn check_pins(pin_dir: &Path, flow_capacity: u32) -> Result<bool, EbpfError> {
         key_size: size_of::<KFlowKey>() as u32,
         value_size: size_of::<FlowValue>() as u32,
         max_entries: flow_capacity,
-        flags: common::BPF_F_NO_PREALLOC,
+        flags: 0,
     };
     let state = |e: &Expect| -> Option<bool> {
         let path = pin_dir.join(e.name);
@@ -626,32 +625,21 @@ impl EbpfBackend {
             return Err(EbpfError::NoObject);
         }
         raise_memlock();
-        fs::create_dir_all(&cfg.state_dir).map_err(fs_err(
-            "state directory",
-            &cfg.state_dir,
-            "create",
-        ))?;
-        let name = state_name(&cfg.pin_dir);
-        let lock_path = cfg.state_dir.join(format!("{name}.lock"));
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&lock_path)
-            .map_err(fs_err("lock file", &lock_path, "open"))?;
-        // SAFETY: flock on an fd we own.
-        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            return Err(EbpfError::AlreadyRunning {
-                pin_dir: cfg.pin_dir.clone(),
-                lock: lock_path,
-            });
-        }
         fs::create_dir_all(&cfg.pin_dir).map_err(|e| {
             or_permission(format!("creating {}", cfg.pin_dir.display()), e, |e| {
                 fs_err("pin directory", &cfg.pin_dir, "create")(e)
             })
         })?;
+        // One agent per pin directory: an exclusive lock on the directory itself, released by
+        // the kernel when the agent dies however it dies.
+        let lock =
+            File::open(&cfg.pin_dir).map_err(fs_err("pin directory", &cfg.pin_dir, "open"))?;
+        // SAFETY: flock on an fd we own.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(EbpfError::AlreadyRunning {
+                pin_dir: cfg.pin_dir.clone(),
+            });
+        }
         let magic =
             statfs_magic(&cfg.pin_dir).map_err(fs_err("pin directory", &cfg.pin_dir, "statfs"))?;
         if magic != BPF_FS_MAGIC {
@@ -660,18 +648,16 @@ impl EbpfBackend {
                 magic,
             });
         }
-        let reused = check_pins(&cfg.pin_dir, cfg.flow_capacity)?;
+        let reused = check_pins(&cfg.pin_dir, cfg.flow_capacity, cfg.port_capacity)?;
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(&cfg.pin_dir)
             .map_max_entries(common::MAP_FLOWS, cfg.flow_capacity)
+            .map_max_entries(common::MAP_PORT_TOTALS, cfg.port_capacity)
             .load(OBJECT)
             .map_err(|e| or_permission("loading the eBPF maps and programs", e, EbpfError::Load))?;
         let maps = take_maps(&mut ebpf, &cfg.pin_dir, cfg.flow_capacity)?;
-        let collector = Collector::new(
-            maps,
-            cfg.state_dir.join(format!("{name}.baseline")),
-            !reused,
-        )?;
+        let store = Box::new(state::BpffsStore::new(&cfg.pin_dir));
+        let collector = Collector::new(maps, store, !reused)?;
         for prog in [common::PROG_INGRESS, common::PROG_EGRESS] {
             classifier(&mut ebpf, prog)?
                 .load()
@@ -874,7 +860,7 @@ fn take_maps(ebpf: &mut Ebpf, pin_dir: &Path, flow_capacity: u32) -> Result<AyaM
     let totals: PerCpuHashMap<MapData, PortKey, PortCounters> = take(common::MAP_PORT_TOTALS)?
         .try_into()
         .map_err(map_err(common::MAP_PORT_TOTALS))?;
-    let counters: PerCpuArray<MapData, Counters> = take(common::MAP_COUNTERS)?
+    let counters: PerCpuArray<MapData, u64> = take(common::MAP_COUNTERS)?
         .try_into()
         .map_err(map_err(common::MAP_COUNTERS))?;
     let flows = match take(common::MAP_FLOWS)? {
@@ -956,6 +942,7 @@ impl Backend for EbpfBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use state::MemStore;
     use std::collections::HashMap;
 
     /// Kernel maps scripted by the test: cumulative totals that only grow, flows to drain.
@@ -1023,18 +1010,17 @@ mod tests {
 
     #[test]
     fn restart_continues_from_the_persisted_baseline() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("b");
+        let store = MemStore::default();
         let mut kernel = FakeMaps::new(7);
         kernel.packets(53, 10);
-        let mut c = Collector::new(kernel, path.clone(), true).unwrap();
+        let mut c = Collector::new(kernel, Box::new(store.clone()), true).unwrap();
         assert_eq!(udp53(&c.collect(100, &OFF).unwrap()), 10);
         c.maps.packets(53, 5);
         // The agent dies here; the kernel maps (pinned) keep counting.
         let mut kernel = std::mem::replace(&mut c.maps, FakeMaps::new(0));
         drop(c);
         kernel.packets(53, 2);
-        let mut c = Collector::new(kernel, path, false).unwrap();
+        let mut c = Collector::new(kernel, Box::new(store.clone()), false).unwrap();
         let s = c.collect(200, &OFF).unwrap();
         assert_eq!(
             udp53(&s),
@@ -1050,11 +1036,10 @@ mod tests {
 
     #[test]
     fn crash_between_read_and_persist_neither_loses_nor_double_counts() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("b");
+        let store = MemStore::default();
         let mut kernel = FakeMaps::new(7);
         kernel.packets(53, 4);
-        let mut c = Collector::new(kernel, path.clone(), true).unwrap();
+        let mut c = Collector::new(kernel, Box::new(store.clone()), true).unwrap();
         assert_eq!(udp53(&c.collect(100, &OFF).unwrap()), 4);
         c.maps.packets(53, 3);
         // Read, then crash before the baseline is persisted: the snapshot never left.
@@ -1062,49 +1047,46 @@ mod tests {
         assert_eq!(udp53(&lost), 3);
         let kernel = std::mem::replace(&mut c.maps, FakeMaps::new(0));
         drop(c);
-        let mut c = Collector::new(kernel, path, false).unwrap();
+        let mut c = Collector::new(kernel, Box::new(store.clone()), false).unwrap();
         assert_eq!(udp53(&c.collect(200, &OFF).unwrap()), 3);
         assert_eq!(udp53(&c.collect(300, &OFF).unwrap()), 0);
     }
 
     #[test]
     fn a_baseline_of_other_maps_is_not_applied() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("b");
+        let store = MemStore::default();
         let mut kernel = FakeMaps::new(7);
         kernel.packets(53, 9);
-        let mut c = Collector::new(kernel, path.clone(), true).unwrap();
+        let mut c = Collector::new(kernel, Box::new(store.clone()), true).unwrap();
         c.collect(100, &OFF).unwrap();
         drop(c);
         // New maps (say, after a reboot) with fewer packets than the old baseline.
         let mut kernel = FakeMaps::new(20);
         kernel.packets(53, 2);
-        let mut c = Collector::new(kernel, path, true).unwrap();
+        let mut c = Collector::new(kernel, Box::new(store.clone()), true).unwrap();
         assert_eq!(udp53(&c.collect(200, &OFF).unwrap()), 2);
     }
 
     #[test]
     fn reused_maps_without_a_baseline_are_not_reported_twice() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("b");
+        let store = MemStore::default();
         let mut kernel = FakeMaps::new(7);
         kernel.packets(53, 50);
-        let mut c = Collector::new(kernel, path.clone(), false).unwrap();
+        let mut c = Collector::new(kernel, Box::new(store.clone()), false).unwrap();
         c.maps.packets(53, 1);
         assert_eq!(udp53(&c.collect(100, &OFF).unwrap()), 1);
         // A corrupt file is treated the same way.
-        std::fs::write(&path, b"garbage").unwrap();
+        *store.0.lock().unwrap() = Some(b"garbage".to_vec());
         let mut kernel = std::mem::replace(&mut c.maps, FakeMaps::new(0));
         drop(c);
         kernel.packets(53, 2);
-        let mut c = Collector::new(kernel, path, false).unwrap();
+        let mut c = Collector::new(kernel, Box::new(store.clone()), false).unwrap();
         c.maps.packets(53, 3);
         assert_eq!(udp53(&c.collect(300, &OFF).unwrap()), 3);
     }
 
     #[test]
     fn drained_flows_are_handed_out_once() {
-        let dir = tempfile::tempdir().unwrap();
         let mut kernel = FakeMaps::new(7);
         kernel.flows.push((
             KFlowKey {
@@ -1118,7 +1100,7 @@ mod tests {
                 ..FlowValue::default()
             },
         ));
-        let mut c = Collector::new(kernel, dir.path().join("b"), true).unwrap();
+        let mut c = Collector::new(kernel, Box::new(MemStore::default()), true).unwrap();
         assert_eq!(c.collect(1, &OFF).unwrap().flows.len(), 1);
         assert!(c.collect(2, &OFF).unwrap().flows.is_empty());
     }
@@ -1151,22 +1133,16 @@ mod tests {
             assert!(msg.contains(cap), "{msg}");
         }
         let e = or_permission(
+            "bpffs",
+            io::Error::from_raw_os_error(libc::EACCES),
+            EbpfError::Interfaces,
+        );
+        assert!(matches!(e, EbpfError::Permission { .. }), "{e}");
+        let e = or_permission(
             "x",
             io::Error::from_raw_os_error(libc::ENOENT),
             EbpfError::Interfaces,
         );
         assert!(matches!(e, EbpfError::Interfaces(_)));
-    }
-
-    #[test]
-    fn state_names_are_file_names() {
-        assert_eq!(
-            state_name(Path::new("/sys/fs/bpf/portwatch")),
-            "sys-fs-bpf-portwatch"
-        );
-        assert_eq!(
-            state_name(Path::new("/sys/fs/bpf/a b/c")),
-            "sys-fs-bpf-a-b-c"
-        );
     }
 }

@@ -1,14 +1,21 @@
-//! The persisted "last read" baseline of the kernel's cumulative counters: a small binary file
-//! replaced atomically (write to a temporary file, fsync, rename, fsync the directory). It owns
-//! the file format and nothing else; deciding what to do with a baseline is `account`'s job.
+//! The persisted "last read" baseline of the kernel's cumulative counters: its binary format and
+//! where it is kept. It owns nothing else; deciding what to do with a baseline is the
+//! collector's job.
 //!
-//! The file names the maps it belongs to (kernel map ids and the boot id), so a baseline is
-//! never applied to maps that were re-created (after a reboot, or a layout change).
+//! The baseline is kept next to the maps it belongs to, on bpffs: a pinned array map
+//! `PW_BASELINE` holding the encoded bytes. It is replaced atomically, like a file: a new map
+//! is filled, pinned as `PW_BASELINE_TMP` (bpffs refuses names with a dot) and renamed over the old pin, so a reader sees the
+//! old baseline or the new one, never a mix. Keeping it on bpffs gives it exactly the maps'
+//! lifetime (both vanish at reboot) and needs no other writable directory. The encoding names
+//! the maps it belongs to (kernel map ids and the boot id), so a baseline is never applied to
+//! maps that were re-created.
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs;
+use std::io;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
+
+use super::sys;
 
 use portwatch_common::{COUNTERS_LEN, PortCounters, PortKey};
 
@@ -207,53 +214,144 @@ pub(crate) fn decode(path: &Path, bytes: &[u8]) -> Result<(Identity, Baseline), 
     ))
 }
 
-/// Replaces `path` with the encoded baseline so that a reader sees either the old file or the
-/// new one, whatever happens (crash, power loss) in between.
-pub(crate) fn save(path: &Path, id: &Identity, b: &Baseline) -> Result<(), StateError> {
-    let io = |op: &'static str| {
-        let path = path.to_owned();
-        move |source| StateError::Io { path, op, source }
-    };
-    let tmp = tmp_path(path);
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io("create temporary file"))?;
-    f.write_all(&encode(id, b)).map_err(io("write"))?;
-    f.sync_all().map_err(io("fsync"))?;
-    drop(f);
-    fs::rename(&tmp, path).map_err(io("rename"))?;
-    if let Some(dir) = path.parent() {
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io("fsync directory"))?;
-    }
-    Ok(())
+/// Where encoded baselines are kept (bpffs in production, memory in tests).
+pub(crate) trait BaselineStore: Send {
+    /// The stored bytes, `None` when nothing was stored yet.
+    fn read(&self) -> Result<Option<Vec<u8>>, StateError>;
+    /// Replaces the stored bytes atomically.
+    fn write(&self, bytes: &[u8]) -> Result<(), StateError>;
+    /// Where it is, for messages.
+    fn location(&self) -> PathBuf;
 }
 
-/// Reads the baseline at `path`: `Ok(None)` when there is no file.
-pub(crate) fn load(path: &Path) -> Result<Option<(Identity, Baseline)>, StateError> {
-    // A temporary file left by a process killed while saving is garbage: the rename did not
-    // happen, so the previous file is the truth.
-    let _ = fs::remove_file(tmp_path(path));
-    match fs::read(path) {
-        Ok(bytes) => decode(path, &bytes).map(Some),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(StateError::Io {
-            path: path.to_owned(),
-            op: "read",
+/// Reads and decodes the stored baseline.
+pub(crate) fn load(store: &dyn BaselineStore) -> Result<Option<(Identity, Baseline)>, StateError> {
+    match store.read()? {
+        Some(bytes) => decode(&store.location(), &bytes).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Encodes and stores `b` for the maps `id`.
+pub(crate) fn save(
+    store: &dyn BaselineStore,
+    id: &Identity,
+    b: &Baseline,
+) -> Result<(), StateError> {
+    store.write(&encode(id, b))
+}
+
+/// Name of the pinned baseline map in the pin directory.
+pub(crate) const PIN_NAME: &str = "PW_BASELINE";
+const CHUNK: usize = 64 * 1024;
+
+/// The baseline as a pinned BPF array map of 64 KiB chunks: an 8-byte length, then the bytes.
+pub(crate) struct BpffsStore {
+    dir: PathBuf,
+}
+
+impl BpffsStore {
+    /// A store in the pin directory `dir` (on bpffs).
+    pub(crate) fn new(dir: &Path) -> Self {
+        Self {
+            dir: dir.to_owned(),
+        }
+    }
+
+    fn tmp(&self) -> PathBuf {
+        self.dir.join(format!("{PIN_NAME}_TMP"))
+    }
+
+    fn io(&self, op: &'static str) -> impl FnOnce(io::Error) -> StateError + '_ {
+        move |source| StateError::Io {
+            path: self.location(),
+            op,
             source,
-        }),
+        }
     }
 }
 
-fn tmp_path(path: &Path) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(".tmp");
-    PathBuf::from(s)
+impl BaselineStore for BpffsStore {
+    fn read(&self) -> Result<Option<Vec<u8>>, StateError> {
+        // A temporary pin left by a process killed while saving is garbage: the rename did not
+        // happen, so the current pin is the truth.
+        let _ = fs::remove_file(self.tmp());
+        let fd = match sys::obj_get(&self.location()) {
+            Ok(fd) => fd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.io("BPF_OBJ_GET")(e)),
+        };
+        let corrupt = |what: &str| StateError::Corrupt {
+            path: self.location(),
+            what: what.to_owned(),
+        };
+        let mut payload = Vec::new();
+        let mut chunk = vec![0u8; CHUNK];
+        let mut index = 0u32;
+        loop {
+            match sys::array_get(fd.as_fd(), index, &mut chunk) {
+                Ok(()) => payload.extend_from_slice(&chunk),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+                Err(e) => return Err(self.io("read chunk")(e)),
+            }
+            index += 1;
+            if payload.len() >= 8 {
+                let len = u64::from_le_bytes(payload[..8].try_into().unwrap_or_default()) as usize;
+                if payload.len() >= len.saturating_add(8) {
+                    payload.truncate(len + 8);
+                    return Ok(Some(payload.split_off(8)));
+                }
+            }
+        }
+        Err(corrupt("shorter than its recorded length"))
+    }
+
+    fn write(&self, bytes: &[u8]) -> Result<(), StateError> {
+        let mut payload = Vec::with_capacity(bytes.len() + 8);
+        payload.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+        payload.extend_from_slice(bytes);
+        let chunks = payload.len().div_ceil(CHUNK).max(1);
+        let fd = sys::array_create("pw_baseline", CHUNK as u32, chunks as u32)
+            .map_err(self.io("BPF_MAP_CREATE"))?;
+        for (i, c) in payload.chunks(CHUNK).enumerate() {
+            let mut buf;
+            let value = if c.len() == CHUNK {
+                c
+            } else {
+                buf = vec![0u8; CHUNK];
+                buf[..c.len()].copy_from_slice(c);
+                &buf[..]
+            };
+            sys::array_set(fd.as_fd(), i as u32, value).map_err(self.io("write chunk"))?;
+        }
+        let tmp = self.tmp();
+        let _ = fs::remove_file(&tmp);
+        sys::obj_pin(fd.as_fd(), &tmp).map_err(self.io("BPF_OBJ_PIN"))?;
+        fs::rename(&tmp, self.location()).map_err(self.io("rename"))
+    }
+
+    fn location(&self) -> PathBuf {
+        self.dir.join(PIN_NAME)
+    }
+}
+
+/// A store in memory, for tests.
+#[cfg(test)]
+#[derive(Clone, Default)]
+pub(crate) struct MemStore(pub std::sync::Arc<std::sync::Mutex<Option<Vec<u8>>>>);
+
+#[cfg(test)]
+impl BaselineStore for MemStore {
+    fn read(&self) -> Result<Option<Vec<u8>>, StateError> {
+        Ok(self.0.lock().unwrap().clone())
+    }
+    fn write(&self, bytes: &[u8]) -> Result<(), StateError> {
+        *self.0.lock().unwrap() = Some(bytes.to_vec());
+        Ok(())
+    }
+    fn location(&self) -> PathBuf {
+        PathBuf::from("memory")
+    }
 }
 
 #[cfg(test)]
@@ -319,21 +417,5 @@ mod tests {
         for len in 0..bytes.len() {
             assert!(decode(Path::new("x"), &bytes[..len]).is_err(), "len {len}");
         }
-    }
-
-    #[test]
-    fn save_replaces_atomically_and_load_ignores_a_stale_temporary() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("baseline");
-        assert!(load(&path).unwrap().is_none());
-        let (id, mut b) = sample();
-        save(&path, &id, &b).unwrap();
-        b.seq = 6;
-        save(&path, &id, &b).unwrap();
-        // A save interrupted before its rename leaves only a temporary file behind.
-        fs::write(tmp_path(&path), b"half-written").unwrap();
-        let (_, got) = load(&path).unwrap().unwrap();
-        assert_eq!(got.seq, 6);
-        assert!(!tmp_path(&path).exists());
     }
 }

@@ -1,0 +1,57 @@
+//! `cargo xtask bench kernel`: builds and runs the kernel benchmark (tests/src/bin/
+//! bench_kernel.rs, root needed, via `sudo -E` otherwise): the TC program's cost per packet from
+//! BPF_PROG_TEST_RUN, and the UDP packet rate between two namespaces with and without the
+//! programs attached, as interleaved medians and a ratio.
+use std::process::Command;
+
+use anyhow::Result;
+use clap::Args;
+
+use crate::util;
+
+/// Options of `cargo xtask bench kernel`.
+#[derive(Debug, Args)]
+pub struct BenchKernelArgs {
+    /// BPF_PROG_TEST_RUN repetitions per measurement.
+    #[arg(long, default_value_t = 2_000_000)]
+    pub repeat: u32,
+    /// Measurements per figure (the median is printed); also the number of interleaved rate
+    /// rounds.
+    #[arg(long, default_value_t = 7)]
+    pub rounds: u32,
+    /// Seconds per rate run.
+    #[arg(long, default_value_t = 2.0)]
+    pub seconds: f64,
+    /// Only the per-packet cost, not the packet rate.
+    #[arg(long)]
+    pub no_rate: bool,
+}
+
+/// Builds the benchmark in release mode and runs it (as root, with realtime priority so that
+/// other processes do not preempt the kernel's timing loop).
+pub fn run(a: &BenchKernelArgs) -> Result<()> {
+    util::sh(util::cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "portwatch-tests",
+        "--bin",
+        "bench_kernel",
+    ]))?;
+    let bin = util::root().join("target/release/bench_kernel");
+    let mut cmd = if util::is_root() {
+        Command::new("chrt")
+    } else {
+        let mut c = Command::new("sudo");
+        c.args(["-E", "chrt"]);
+        c
+    };
+    cmd.args(["-f", "10"]).arg(&bin);
+    cmd.args(["--repeat", &a.repeat.to_string()]);
+    cmd.args(["--rounds", &a.rounds.to_string()]);
+    cmd.args(["--seconds", &a.seconds.to_string()]);
+    if a.no_rate {
+        cmd.arg("--no-rate");
+    }
+    util::sh(&mut cmd)
+}
