@@ -487,7 +487,7 @@ impl FrameBuilder {
             l4.bytes(pseudo)
         };
         let mut opts = o.options.to_vec();
-        while opts.len() % 4 != 0 {
+        while !opts.len().is_multiple_of(4) {
             opts.push(0);
         }
         let hlen = 20 + opts.len();
