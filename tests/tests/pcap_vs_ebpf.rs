@@ -80,13 +80,12 @@ fn pcap_and_ebpf_report_the_same_counts_for_the_same_traffic() {
     }
     let link = Link::new().expect("namespaces and veth");
     let pins = PinDir::new("pcapcmp").expect("pin dir");
-    let state = tempfile::tempdir().unwrap();
     let ecfg = EbpfConfig {
         ifaces: Some(vec![link.a_if.clone()]),
         include_lo: false,
         flow_capacity: 4096,
         pin_dir: pins.path.clone(),
-        state_dir: state.path().to_owned(),
+        ..EbpfConfig::default()
     };
     let pcfg = PcapConfig {
         ifaces: vec![link.a_if.clone()],
