@@ -3,8 +3,7 @@
 use anyhow::Result;
 use clap::{Args, Subcommand};
 
-use crate::bench_html;
-use crate::{bench_kernel, bench_pcap};
+use crate::{bench_classify, bench_html, bench_kernel, bench_pcap};
 
 /// Options of `cargo xtask bench`.
 #[derive(Debug, Args)]
@@ -22,6 +21,8 @@ enum Bench {
     Pcap(bench_pcap::BenchPcapArgs),
     /// The HTML report with 10,000 findings in headless Chromium: load and first render.
     Html(bench_html::BenchHtmlArgs),
+    /// Classification and report rendering of a synthetic window (1M flows) against a shipped spec.
+    Classify(bench_classify::BenchClassifyArgs),
 }
 
 /// Runs the chosen benchmark.
@@ -30,5 +31,6 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         Bench::Kernel(k) => bench_kernel::run(k),
         Bench::Pcap(p) => bench_pcap::run(p),
         Bench::Html(h) => bench_html::run(h),
+        Bench::Classify(c) => bench_classify::run(c),
     }
 }

@@ -1,6 +1,7 @@
 //! xtask: setup, build, run, test and benchmark orchestration for portwatch. Never a runtime
 //! dependency of the agent; every install step a fresh machine needs lives here.
 mod bench;
+mod bench_classify;
 mod bench_html;
 mod bench_kernel;
 mod bench_pcap;

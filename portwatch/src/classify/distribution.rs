@@ -55,6 +55,12 @@ impl Recorder {
         let _ = self.0.record(v.clamp(1, (i64::MAX / 2) as u64));
     }
 
+    /// Adds another recorder's values.
+    pub fn add(&mut self, o: &Recorder) {
+        // Both auto-resize with the same precision, so adding cannot fail.
+        let _ = self.0.add(&o.0);
+    }
+
     /// Adds a serialised distribution (from another node or interval).
     pub fn merge(&mut self, d: &Distribution) -> Result<(), DistributionError> {
         if d.count == 0 {

@@ -1,7 +1,7 @@
 //! The classification algorithm behind [`super::classify`]: orient every flow, match it to
 //! spec entries, group the results into findings, then look at entries without traffic and at
 //! listeners. Pure.
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use super::direction::{DirectionContext, Role, UnknownReason, orient};
@@ -16,6 +16,13 @@ use super::{
 use crate::flow::{Direction, FlowRecord, Side, Transport};
 use crate::host::{Listener, canonical};
 use crate::spec::{DirectionSpec, Entry, Ports, TransportSpec};
+
+/// Hash maps for per-flow work (classification sorts everything it outputs, so their order
+/// never shows).
+type Hasher = foldhash::fast::RandomState;
+
+/// A peer-outside-zone finding lists at most this many peers (and counts them all).
+pub(crate) const MAX_OUTSIDE: usize = 100;
 
 /// At most this many unknown-direction findings are listed one by one; the rest are summed
 /// into one finding.
@@ -36,7 +43,8 @@ impl Rule<'_> {
     }
 
     /// Whether the entry covers the service port (for port-less transports: whether the
-    /// entry has no ports).
+    /// entry has no ports). Matching goes through [`PortIndex`]; this is its definition.
+    #[cfg(test)]
     fn covers(&self, t: Transport, port: Option<u16>) -> bool {
         match port {
             Some(p) if t.has_ports() => self.e.ports.matches(p).is_some(),
@@ -81,7 +89,7 @@ pub(crate) fn entry_ref(e: &Entry) -> EntryRef {
 }
 
 /// Entry-bound traffic findings.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum EntryKind {
     Documented,
     PeerOutsideZone,
@@ -89,7 +97,7 @@ enum EntryKind {
     WrongTransport,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum GroupKey {
     Entry {
         kind: EntryKind,
@@ -113,17 +121,63 @@ enum GroupKey {
 #[derive(Default)]
 struct Group {
     traffic: Traffic,
-    peers: BTreeMap<IpAddr, PeerStat>,
     ports: BTreeSet<u16>,
-    outside: BTreeSet<IpAddr>,
     processes: BTreeSet<String>,
     candidates: BTreeSet<usize>,
 }
 
-impl Group {
-    fn add_flow(&mut self, f: &FlowRecord, peer: IpAddr, port: Option<u16>) {
+/// One flow's contribution to a group's peers. Peers are aggregated once at the end by
+/// sorting these records (cache-friendly), not per flow in a hash map per group.
+struct PeerRec {
+    group: u32,
+    addr: IpAddr,
+    packets: u64,
+    bytes: u64,
+}
+
+/// A group with its peers worked out: key, group, top peers, distinct peers, peers outside
+/// zones (at most [`MAX_OUTSIDE`]) and how many there were.
+type FinishedGroup = (GroupKey, Group, Vec<PeerStat>, u64, Vec<IpAddr>, u64);
+
+/// The groups findings are built from, plus the per-flow peer log.
+#[derive(Default)]
+struct Groups {
+    index: HashMap<GroupKey, u32, Hasher>,
+    groups: Vec<(GroupKey, Group)>,
+    peers: Vec<PeerRec>,
+    /// (group, peer) for peers outside the entry's zones.
+    outside: Vec<(u32, IpAddr)>,
+}
+
+impl Groups {
+    /// Adds a flow to the group `key` (created if new) and returns the group and its id.
+    fn add_flow(
+        &mut self,
+        key: GroupKey,
+        f: &FlowRecord,
+        peer: IpAddr,
+        port: Option<u16>,
+    ) -> (u32, &mut Group) {
+        let id = match self.index.get(&key) {
+            Some(&id) => id,
+            None => {
+                let id = self.groups.len() as u32;
+                self.index.insert(key, id);
+                self.groups.push((key, Group::default()));
+                id
+            }
+        };
         let s = &f.stats;
-        self.traffic.add(&Traffic {
+        let packets = s.inbound.packets.saturating_add(s.outbound.packets);
+        let bytes = s.inbound.bytes.saturating_add(s.outbound.bytes);
+        self.peers.push(PeerRec {
+            group: id,
+            addr: peer,
+            packets,
+            bytes,
+        });
+        let g = &mut self.groups[id as usize].1;
+        g.traffic.add(&Traffic {
             flows: 1,
             packets_in: s.inbound.packets,
             bytes_in: s.inbound.bytes,
@@ -132,24 +186,67 @@ impl Group {
             first_seen: s.first_seen,
             last_seen: s.last_seen,
         });
-        let p = self.peers.entry(peer).or_insert(PeerStat {
-            addr: peer,
-            flows: 0,
-            packets: 0,
-            bytes: 0,
-        });
-        p.flows += 1;
-        p.packets = p
-            .packets
-            .saturating_add(s.inbound.packets)
-            .saturating_add(s.outbound.packets);
-        p.bytes = p
-            .bytes
-            .saturating_add(s.inbound.bytes)
-            .saturating_add(s.outbound.bytes);
         if let Some(port) = port {
-            self.ports.insert(port);
+            g.ports.insert(port);
         }
+        (id, g)
+    }
+
+    /// Per group: the top peers (by bytes, then address) and the number of distinct peers;
+    /// and the peers outside zones (sorted, at most [`MAX_OUTSIDE`]) with their count.
+    #[allow(clippy::type_complexity)]
+    fn finish(self) -> Vec<FinishedGroup> {
+        let mut peers = self.peers;
+        peers.sort_unstable_by_key(|p| (p.group, p.addr));
+        let n = self.groups.len();
+        let mut top: Vec<(Vec<PeerStat>, u64)> = (0..n).map(|_| (Vec::new(), 0)).collect();
+        let mut i = 0;
+        while i < peers.len() {
+            let g = peers[i].group;
+            let mut all: Vec<PeerStat> = Vec::new();
+            while i < peers.len() && peers[i].group == g {
+                let addr = peers[i].addr;
+                let mut st = PeerStat {
+                    addr,
+                    flows: 0,
+                    packets: 0,
+                    bytes: 0,
+                };
+                while i < peers.len() && peers[i].group == g && peers[i].addr == addr {
+                    st.flows += 1;
+                    st.packets = st.packets.saturating_add(peers[i].packets);
+                    st.bytes = st.bytes.saturating_add(peers[i].bytes);
+                    i += 1;
+                }
+                all.push(st);
+            }
+            let distinct = all.len() as u64;
+            let order =
+                |a: &PeerStat, b: &PeerStat| b.bytes.cmp(&a.bytes).then(a.addr.cmp(&b.addr));
+            if all.len() > TOP_PEERS {
+                all.select_nth_unstable_by(TOP_PEERS, order);
+                all.truncate(TOP_PEERS);
+            }
+            all.sort_unstable_by(order);
+            top[g as usize] = (all, distinct);
+        }
+        let mut outside = self.outside;
+        outside.sort_unstable();
+        outside.dedup();
+        let mut out: Vec<(Vec<IpAddr>, u64)> = (0..n).map(|_| (Vec::new(), 0)).collect();
+        for (g, a) in outside {
+            let o = &mut out[g as usize];
+            o.1 += 1;
+            if o.0.len() < MAX_OUTSIDE {
+                o.0.push(a);
+            }
+        }
+        self.groups
+            .into_iter()
+            .zip(top)
+            .zip(out)
+            .map(|(((k, g), (p, pt)), (o, ot))| (k, g, p, pt, o, ot))
+            .collect()
     }
 }
 
@@ -199,14 +296,86 @@ fn is_infrastructure(f: &FlowRecord) -> bool {
     f.key.transport == Transport::Icmpv6 && matches!((f.key.local.port >> 8) as u8, 130..=137 | 143)
 }
 
+/// The rules covering each port, so matching a flow costs a lookup rather than a scan of the
+/// spec: for port `p`, `items[offsets[p]..offsets[p + 1]]` are positions in `Ctx::rules`
+/// (ascending). Port-less rules (ICMP) are listed apart.
+struct PortIndex {
+    offsets: Vec<u32>,
+    items: Vec<u32>,
+    portless: Vec<u32>,
+}
+
+impl PortIndex {
+    fn build(rules: &[Rule<'_>]) -> Self {
+        const PORTS: usize = 1 << 16;
+        let mut counts = vec![0u32; PORTS + 1];
+        let mut last = vec![u32::MAX; PORTS];
+        let mut portless = Vec::new();
+        let each = |f: &mut dyn FnMut(usize, u32)| {
+            for (i, r) in rules.iter().enumerate() {
+                for (_, range) in r.e.ports.iter_ranges() {
+                    for p in range.start..=range.end {
+                        f(usize::from(p), i as u32);
+                    }
+                }
+            }
+        };
+        each(&mut |p, i| {
+            if last[p] != i {
+                last[p] = i;
+                counts[p + 1] += 1;
+            }
+        });
+        for p in 0..PORTS {
+            counts[p + 1] += counts[p];
+        }
+        let mut items = vec![0u32; counts[PORTS] as usize];
+        let mut fill = counts.clone();
+        last.fill(u32::MAX);
+        each(&mut |p, i| {
+            if last[p] != i {
+                last[p] = i;
+                items[fill[p] as usize] = i;
+                fill[p] += 1;
+            }
+        });
+        for (i, r) in rules.iter().enumerate() {
+            if r.e.ports.is_none() {
+                portless.push(i as u32);
+            }
+        }
+        Self {
+            offsets: counts,
+            items,
+            portless,
+        }
+    }
+
+    fn covering(&self, port: u16) -> &[u32] {
+        let p = usize::from(port);
+        &self.items[self.offsets[p] as usize..self.offsets[p + 1] as usize]
+    }
+}
+
 pub(crate) struct Ctx<'a> {
     input: &'a ClassifyInput<'a>,
     rules: Vec<Rule<'a>>,
+    index: PortIndex,
     /// (transport, port) -> listeners that accept on it, for process checks.
     listening: BTreeMap<(Transport, u16), Vec<&'a Listener>>,
 }
 
 impl<'a> Ctx<'a> {
+    /// The rules that cover `port` for transport `t` (see [`Rule::covers`]), in spec order.
+    fn covering(&self, t: Transport, port: Option<u16>) -> impl Iterator<Item = &Rule<'a>> {
+        let pos = match port {
+            Some(p) if t.has_ports() => self.index.covering(p),
+            _ if !t.has_ports() => &self.index.portless[..],
+            _ => &[][..],
+        };
+        pos.iter().map(|&i| &self.rules[i as usize])
+    }
+
     fn is_self(&self, ip: IpAddr) -> bool {
         ip.is_loopback() || self.input.node.addrs.iter().any(|a| canonical(*a) == ip)
     }
@@ -279,9 +448,11 @@ impl<'a> Ctx<'a> {
         for l in input.listeners.unwrap_or_default() {
             listening.entry((l.transport, l.port)).or_default().push(l);
         }
+        let index = PortIndex::build(&rules);
         Ctx {
             input,
             rules,
+            index,
             listening,
         }
     }
@@ -295,13 +466,8 @@ impl<'a> Ctx<'a> {
             return Judged::EphemeralUdp;
         }
         let matching: Vec<&Rule> = self
-            .rules
-            .iter()
-            .filter(|r| {
-                r.admits(l.transport)
-                    && r.covers(l.transport, Some(l.port))
-                    && r.allows(Role::Server)
-            })
+            .covering(l.transport, Some(l.port))
+            .filter(|r| r.admits(l.transport) && r.allows(Role::Server))
             .collect();
         if matching.is_empty() {
             return Judged::Undocumented;
@@ -351,23 +517,25 @@ pub(crate) fn run(input: &ClassifyInput<'_>) -> Findings {
     let totals = port_totals(input);
 
     let mut flows = FlowSummary::default();
-    let mut groups: BTreeMap<GroupKey, Group> = BTreeMap::new();
-    let mut services: BTreeMap<String, (BTreeSet<String>, Recorder, Recorder, Series)> =
-        BTreeMap::new();
-    let mut record_service = |name: &str, entry: Option<&str>, f: &FlowRecord| {
-        let s = services.entry(name.to_owned()).or_insert_with(|| {
+    let mut groups = Groups::default();
+    groups.peers.reserve(input.window.flows.len());
+    // Per-service distributions and series, keyed cheaply per flow and named at the end.
+    let mut services: HashMap<ServiceKey, (Recorder, Recorder, Series), Hasher> =
+        HashMap::default();
+    let mut record_service = |key: ServiceKey, f: &FlowRecord| {
+        let s = services.entry(key).or_insert_with(|| {
             let w = input.window;
-            let series = Series::new(w.start, w.end);
-            (BTreeSet::new(), Recorder::new(), Recorder::new(), series)
+            (
+                Recorder::new(),
+                Recorder::new(),
+                Series::new(w.start, w.end),
+            )
         });
-        if let Some(id) = entry {
-            s.0.insert(id.to_owned());
-        }
         let st = &f.stats;
-        s.1.record(st.last_seen.saturating_sub(st.first_seen) / 1_000);
+        s.0.record(st.last_seen.saturating_sub(st.first_seen) / 1_000);
         let bytes = st.inbound.bytes.saturating_add(st.outbound.bytes);
-        s.2.record(bytes);
-        s.3.record(st.first_seen, st.last_seen, bytes);
+        s.1.record(bytes);
+        s.2.record(st.first_seen, st.last_seen, bytes);
     };
 
     for f in &input.window.flows {
@@ -386,20 +554,24 @@ pub(crate) fn run(input: &ClassifyInput<'_>) -> Findings {
                 super::Orientation::Known { .. } => UnknownReason::AmbiguousPorts,
             };
             let (lp, rp) = (f.key.local.port, f.key.remote.port);
-            let g = groups
-                .entry(GroupKey::Unknown {
+            let (_, g) = groups.add_flow(
+                GroupKey::Unknown {
                     transport: t,
                     local: lp,
                     remote: rp,
                     reason,
-                })
-                .or_default();
-            g.add_flow(f, peer, Some(lp));
-            for r in &ctx.rules {
-                if r.admits(t)
-                    && ((r.covers(t, Some(lp)) && r.allows(Role::Server))
-                        || (r.covers(t, Some(rp)) && r.allows(Role::Client)))
-                {
+                },
+                f,
+                peer,
+                Some(lp),
+            );
+            for r in ctx.covering(t, Some(lp)) {
+                if r.admits(t) && r.allows(Role::Server) {
+                    g.candidates.insert(r.idx);
+                }
+            }
+            for r in ctx.covering(t, Some(rp)) {
+                if r.admits(t) && r.allows(Role::Client) {
                     g.candidates.insert(r.idx);
                 }
             }
@@ -417,7 +589,7 @@ pub(crate) fn run(input: &ClassifyInput<'_>) -> Findings {
             .then_some(port)
             .flatten()
             .map(|p| (t, p));
-        let mut cands: Vec<&Rule> = ctx.rules.iter().filter(|r| r.covers(t, port)).collect();
+        let mut cands: Vec<&Rule> = ctx.covering(t, port).collect();
         // A specific row beats a dynamic range: when one documents this port and transport,
         // the range does not excuse traffic that breaks the row.
         if cands
@@ -436,51 +608,62 @@ pub(crate) fn run(input: &ClassifyInput<'_>) -> Findings {
             .unwrap_or_default();
         if !exact.is_empty() {
             let chosen = ctx.most_specific(exact, served);
-            let mut outside_all = input.inventory.is_some() && !ctx.is_self(peer);
-            let mut unverifiable = false;
-            if let (Some(inv), true) = (input.inventory, outside_all) {
-                for r in &chosen {
-                    match inv.any_peer_contains(r.allowed_peers(role), peer) {
-                        Some(true) => outside_all = false,
-                        None => {
-                            unverifiable = true;
-                            outside_all = false;
-                        }
-                        Some(false) => {}
-                    }
-                }
-            }
+            // The chosen entries that admit the peer: all of them without an inventory or for
+            // the node itself; else those whose peers contain it, or cannot tell (None).
+            let verdicts: Vec<Option<bool>> = match input.inventory {
+                Some(inv) if !ctx.is_self(peer) => chosen
+                    .iter()
+                    .map(|r| inv.any_peer_contains(r.allowed_peers(role), peer))
+                    .collect(),
+                _ => vec![Some(true); chosen.len()],
+            };
+            let outside_all = verdicts.iter().all(|v| *v == Some(false));
+            let unverifiable = !verdicts.contains(&Some(true));
+            let chosen: Vec<&Rule> = if outside_all {
+                chosen
+            } else {
+                chosen
+                    .into_iter()
+                    .zip(&verdicts)
+                    .filter(|(_, v)| **v != Some(false))
+                    .map(|(r, _)| r)
+                    .collect()
+            };
             if outside_all {
                 flows.violating += 1;
                 let r = chosen[0];
-                let g = groups
-                    .entry(GroupKey::Entry {
+                let (gid, g) = groups.add_flow(
+                    GroupKey::Entry {
                         kind: EntryKind::PeerOutsideZone,
                         rule: r.idx,
                         transport: t,
                         role,
-                    })
-                    .or_default();
-                g.add_flow(f, peer, port);
-                g.outside.insert(peer);
+                    },
+                    f,
+                    peer,
+                    port,
+                );
                 g.processes.extend(processes);
+                groups.outside.push((gid, peer));
             } else {
                 flows.documented += 1;
                 if unverifiable {
                     flows.peer_unverifiable += 1;
                 }
                 for r in chosen {
-                    let g = groups
-                        .entry(GroupKey::Entry {
+                    let (_, g) = groups.add_flow(
+                        GroupKey::Entry {
                             kind: EntryKind::Documented,
                             rule: r.idx,
                             transport: t,
                             role,
-                        })
-                        .or_default();
-                    g.add_flow(f, peer, port);
+                        },
+                        f,
+                        peer,
+                        port,
+                    );
                     g.processes.extend(processes.iter().cloned());
-                    record_service(&r.e.service, Some(&r.e.id), f);
+                    record_service(ServiceKey::Entry(r.idx), f);
                 }
             }
             continue;
@@ -497,33 +680,33 @@ pub(crate) fn run(input: &ClassifyInput<'_>) -> Findings {
             (EntryKind::WrongTransport, same_direction)
         } else {
             flows.undocumented += 1;
-            let g = groups
-                .entry(GroupKey::Undocumented {
+            let (_, g) = groups.add_flow(
+                GroupKey::Undocumented {
                     transport: t,
                     port,
                     role,
-                })
-                .or_default();
-            g.add_flow(f, peer, port);
+                },
+                f,
+                peer,
+                port,
+            );
             g.processes.extend(processes);
-            let subject = match port {
-                Some(p) => format!("undocumented {t}/{p} {}", role.as_direction()),
-                None => format!("undocumented {t} {}", role.as_direction()),
-            };
-            record_service(&subject, None, f);
+            record_service(ServiceKey::Undocumented(t, port, role), f);
             continue;
         };
         flows.violating += 1;
         let r = ctx.most_specific(pick, None)[0];
-        let g = groups
-            .entry(GroupKey::Entry {
+        let (_, g) = groups.add_flow(
+            GroupKey::Entry {
                 kind,
                 rule: r.idx,
                 transport: t,
                 role,
-            })
-            .or_default();
-        g.add_flow(f, peer, port);
+            },
+            f,
+            peer,
+            port,
+        );
         g.processes.extend(processes);
     }
 
@@ -531,7 +714,9 @@ pub(crate) fn run(input: &ClassifyInput<'_>) -> Findings {
     let mut used: BTreeSet<usize> = BTreeSet::new();
     let mut unknown: Vec<Finding> = Vec::new();
     let by_idx: BTreeMap<usize, &Rule> = ctx.rules.iter().map(|r| (r.idx, r)).collect();
-    for (key, g) in groups {
+    let mut finished = groups.finish();
+    finished.sort_unstable_by_key(|x| x.0);
+    for (key, g, peers, peers_total, outside, outside_total) in finished {
         let mut fd = match key {
             GroupKey::Entry {
                 kind,
@@ -551,7 +736,8 @@ pub(crate) fn run(input: &ClassifyInput<'_>) -> Findings {
                             .iter()
                             .map(|p| p.to_string())
                             .collect(),
-                        outside: g.outside.iter().copied().collect(),
+                        outside,
+                        outside_total,
                     },
                     EntryKind::WrongDirection => FindingKind::WrongDirection {
                         expected: r.r.direction.clone(),
@@ -597,6 +783,8 @@ pub(crate) fn run(input: &ClassifyInput<'_>) -> Findings {
             _ => Side::Local,
         };
         fill_evidence(&mut fd, g, &totals, side);
+        fd.peers = peers;
+        fd.peers_total = peers_total;
         if matches!(fd.kind, FindingKind::UnknownDirection { .. }) {
             unknown.push(fd);
         } else {
@@ -664,17 +852,66 @@ pub(crate) fn run(input: &ClassifyInput<'_>) -> Findings {
             listeners,
             flows_approximate: approximate,
         },
-        services: services
-            .into_iter()
-            .map(|(service, (ids, d, b, series))| ServiceStats {
-                service,
-                entries: ids.into_iter().collect(),
-                duration_us: d.finish(),
-                bytes: b.finish(),
-                series,
-            })
-            .collect(),
+        services: service_stats(services, &by_idx),
     }
+}
+
+/// What a per-service distribution is keyed by while flows are classified.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum ServiceKey {
+    /// An entry (by spec index): named by the entry's service.
+    Entry(usize),
+    /// Undocumented traffic: named by its subject.
+    Undocumented(Transport, Option<u16>, Role),
+}
+
+/// Names the distributions (entries of one service merge) and sorts them by service.
+fn service_stats(
+    services: HashMap<ServiceKey, (Recorder, Recorder, Series), Hasher>,
+    by_idx: &BTreeMap<usize, &Rule<'_>>,
+) -> Vec<ServiceStats> {
+    let mut named: BTreeMap<String, (BTreeSet<String>, Recorder, Recorder, Option<Series>)> =
+        BTreeMap::new();
+    let mut keyed: Vec<(ServiceKey, (Recorder, Recorder, Series))> = services.into_iter().collect();
+    // Merge order does not change a histogram, but keep it fixed anyway.
+    keyed.sort_by_key(|(k, _)| match *k {
+        ServiceKey::Entry(i) => (0, i, None, None, None),
+        ServiceKey::Undocumented(t, p, r) => (1, 0, Some(t), p, Some(r)),
+    });
+    for (key, (d, b, series)) in keyed {
+        let (name, id) = match key {
+            ServiceKey::Entry(i) => match by_idx.get(&i) {
+                Some(r) => (r.e.service.clone(), Some(r.e.id.clone())),
+                None => continue,
+            },
+            ServiceKey::Undocumented(t, port, role) => (
+                match port {
+                    Some(p) => format!("undocumented {t}/{p} {}", role.as_direction()),
+                    None => format!("undocumented {t} {}", role.as_direction()),
+                },
+                None,
+            ),
+        };
+        let e = named.entry(name).or_default();
+        e.0.extend(id);
+        e.1.add(&d);
+        e.2.add(&b);
+        // Every series of one window has the same buckets: adding is exact.
+        match &mut e.3 {
+            Some(s) => s.add(&series),
+            None => e.3 = Some(series),
+        }
+    }
+    named
+        .into_iter()
+        .map(|(service, (ids, d, b, series))| ServiceStats {
+            service,
+            entries: ids.into_iter().collect(),
+            duration_us: d.finish(),
+            bytes: b.finish(),
+            series: series.unwrap_or_default(),
+        })
+        .collect()
 }
 
 fn single_transport(t: Option<TransportSpec>) -> Option<Transport> {
@@ -708,11 +945,6 @@ fn fill_evidence(fd: &mut Finding, g: Group, totals: &PortTotals, side: Side) {
     if ports.len() > 1 {
         fd.ports_seen = ports;
     }
-    fd.peers_total = g.peers.len() as u64;
-    let mut peers: Vec<PeerStat> = g.peers.into_values().collect();
-    peers.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.addr.cmp(&b.addr)));
-    peers.truncate(TOP_PEERS);
-    fd.peers = peers;
     fd.processes = g.processes.into_iter().collect();
 }
 
@@ -889,6 +1121,61 @@ fn missing_ports(ports: &Ports, listening: &dyn Fn(u16) -> bool) -> Vec<String> 
                 }
                 v
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classify::NodeInfo;
+    use crate::flow::Snapshot;
+    use crate::host::PortRange;
+    use crate::spec::Spec;
+
+    fn check_index(spec: &Spec) {
+        let w = Snapshot::default();
+        let n = NodeInfo::default();
+        let input = ClassifyInput {
+            spec,
+            inventory: None,
+            window: &w,
+            listeners: None,
+            ephemeral: PortRange::LINUX_DEFAULT,
+            node: &n,
+        };
+        let ctx = Ctx::new(&input);
+        // Every range edge and its neighbours, the low ports, and a stride over the rest.
+        let mut ports: std::collections::BTreeSet<u16> = (0..=1100).collect();
+        ports.extend((0..=u16::MAX).step_by(61));
+        for r in &ctx.rules {
+            for (_, range) in r.e.ports.iter_ranges() {
+                for p in [range.start, range.end] {
+                    ports.extend([p.saturating_sub(1), p, p.saturating_add(1)]);
+                }
+            }
+        }
+        for t in [Transport::Tcp, Transport::Icmp] {
+            for &p in &ports {
+                let port = Some(p);
+                let by_index: Vec<usize> = ctx.covering(t, port).map(|r| r.idx).collect();
+                let by_scan: Vec<usize> = ctx
+                    .rules
+                    .iter()
+                    .filter(|r| r.covers(t, port))
+                    .map(|r| r.idx)
+                    .collect();
+                assert_eq!(by_index, by_scan, "{} port {p} {t}", spec.name);
+            }
+        }
+    }
+
+    #[test]
+    fn the_port_index_agrees_with_the_entries_on_every_port() {
+        check_index(&crate::classify::tests::spec());
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../specs");
+        for f in ["sisense-multinode.toml", "thoughtspot.toml"] {
+            check_index(&Spec::load(root.join(f)).unwrap());
         }
     }
 }

@@ -82,8 +82,11 @@ pub enum FindingKind {
     PeerOutsideZone {
         /// The zones, CIDRs and hosts the entry allows.
         allowed: Vec<String>,
-        /// The peers outside them (all of them, sorted).
+        /// The peers outside them (sorted; at most 100).
         outside: Vec<IpAddr>,
+        /// How many distinct peers were outside.
+        #[serde(default)]
+        outside_total: u64,
     },
     /// A documented entry without traffic in the window.
     Unused {
@@ -192,12 +195,11 @@ impl fmt::Display for FindingKind {
             Self::WrongTransport { expected, observed } => {
                 write!(f, "wrong transport: {observed}, spec says {expected}")
             }
-            Self::PeerOutsideZone { allowed, outside } => write!(
-                f,
-                "{} peer(s) outside {}",
-                outside.len(),
-                allowed.join(", ")
-            ),
+            Self::PeerOutsideZone {
+                allowed,
+                outside_total,
+                ..
+            } => write!(f, "{outside_total} peer(s) outside {}", allowed.join(", ")),
             Self::Unused { note: None } => f.write_str("unused"),
             Self::Unused { note: Some(n) } => write!(f, "unused ({n})"),
             Self::UndocumentedListener { addrs } => {

@@ -460,6 +460,7 @@ fn peers_outside_the_zone_need_the_inventory() {
         FindingKind::PeerOutsideZone {
             allowed: vec!["admin".into()],
             outside: vec![ip("10.9.9.8"), ip("10.9.9.9")],
+            outside_total: 2,
         }
     );
     assert_eq!(o[0].traffic.flows, 2);
@@ -493,6 +494,7 @@ fn ipv6_and_ipv4_mapped_peers_are_judged_like_their_addresses() {
         FindingKind::PeerOutsideZone {
             allowed: vec!["admin".into()],
             outside: vec![ip("10.9.9.9"), ip("fd99::1")],
+            outside_total: 2,
         }
     );
 }

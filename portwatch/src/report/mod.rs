@@ -103,9 +103,13 @@ pub(crate) fn describe(f: &crate::classify::Finding) -> String {
         K::Documented | K::Undocumented => {}
         K::WrongDirection { expected, .. } => parts.push(format!("spec says {expected}")),
         K::WrongTransport { expected, .. } => parts.push(format!("spec says {expected}")),
-        K::PeerOutsideZone { allowed, outside } => {
+        K::PeerOutsideZone {
+            allowed,
+            outside,
+            outside_total,
+        } => {
             let shown: Vec<String> = outside.iter().take(5).map(ToString::to_string).collect();
-            let more = outside.len().saturating_sub(shown.len());
+            let more = outside_total.saturating_sub(shown.len() as u64);
             let mut s = format!(
                 "allowed {}; outside {}",
                 allowed.join(", "),
