@@ -52,12 +52,12 @@ fn outbound(local: &str, remote: &str) -> FlowRecord {
     flow(Transport::Tcp, local, remote, 0, 1)
 }
 
-/// An ICMP echo request received (ports hold type 8 << 8).
+/// An ICMP echo request received (the destination's port holds type 8 << 8).
 fn ping_from(remote: &str) -> FlowRecord {
     let mut f = flow(
         Transport::Icmp,
         "10.0.1.11:2048",
-        &format!("{remote}:2048"),
+        &format!("{remote}:0"),
         0,
         0,
     );

@@ -239,11 +239,25 @@ fn score_remote(port: u16, eph: PortRange) -> Score {
     )
 }
 
-/// ICMP: the flow's ports hold `type << 8 | code` of its first packet.
+/// The ICMP type of a flow. Backends put `type << 8 | code` in the destination's port (the
+/// source's is 0), so it sits on the local end of an inbound message and on the remote end of
+/// an outbound one.
+pub(crate) fn icmp_type(flow: &FlowRecord) -> u8 {
+    let (l, r) = (flow.key.local.port, flow.key.remote.port);
+    let s = &flow.stats;
+    let port = match (s.inbound.packets > 0, s.outbound.packets > 0) {
+        (true, false) => l,
+        (false, true) => r,
+        _ => l.max(r),
+    };
+    (port >> 8) as u8
+}
+
+/// ICMP: who sent the request (see [`icmp_type`] for where the type is).
 fn orient_icmp(flow: &FlowRecord) -> Orientation {
     let s = &flow.stats;
     let (inb, outb) = (s.inbound.packets > 0, s.outbound.packets > 0);
-    let ty = (flow.key.local.port >> 8) as u8;
+    let ty = icmp_type(flow);
     let v6 = flow.key.transport == Transport::Icmpv6;
     let request = if v6 {
         // Echo request, node information query (RFC 4620 139).
@@ -442,8 +456,14 @@ mod tests {
 
     #[test]
     fn icmp_requests_and_replies() {
+        // The type sits in the destination's port: local for inbound, remote for outbound.
         let ping_in = |t: Transport, ty: u8, inb: u64, outb: u64| {
-            let mut f = flow(t, u16::from(ty) << 8, u16::from(ty) << 8);
+            let port = u16::from(ty) << 8;
+            let mut f = if outb > 0 && inb == 0 {
+                flow(t, 0, port)
+            } else {
+                flow(t, port, 0)
+            };
             f.stats.inbound.packets = inb;
             f.stats.outbound.packets = outb;
             orient(&f, &ctx(None))

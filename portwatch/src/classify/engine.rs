@@ -293,7 +293,8 @@ pub(crate) fn process_matches(names: &[String], actual: &[&str]) -> bool {
 
 /// ICMPv6 neighbour discovery (133-137) and multicast listener messages (130-132, 143).
 fn is_infrastructure(f: &FlowRecord) -> bool {
-    f.key.transport == Transport::Icmpv6 && matches!((f.key.local.port >> 8) as u8, 130..=137 | 143)
+    f.key.transport == Transport::Icmpv6
+        && matches!(super::direction::icmp_type(f), 130..=137 | 143)
 }
 
 /// The rules covering each port, so matching a flow costs a lookup rather than a scan of the

@@ -788,16 +788,22 @@ fn when_flow_detail_overflowed_port_totals_keep_entries_from_being_called_unused
 #[test]
 fn icmp_echo_is_documented_and_neighbour_discovery_is_infrastructure() {
     let inv = inventory();
-    let mut ping = flow(Transport::Icmp, "10.0.0.1:2048", "10.0.0.2:2048");
+    // Backends put `type << 8 | code` in the destination's port, 0 in the source's.
+    let mut ping = flow(Transport::Icmp, "10.0.0.1:2048", "10.0.0.2:0");
     ping.stats.outbound = Counts::default();
-    let mut ns = flow(Transport::Icmpv6, "[fe80::1]:34560", "[fe80::2]:34560");
-    ns.stats.outbound = Counts::default();
-    let mut ping6 = flow(Transport::Icmpv6, "[fd00::1]:32768", "[fd00::2]:32768");
+    // The node sends a neighbour solicitation: the type is on the remote end.
+    let mut ns = flow(Transport::Icmpv6, "[fe80::1]:0", "[fe80::2]:34560");
+    ns.stats.inbound = Counts::default();
+    // The node pings another node.
+    let mut ping_out = flow(Transport::Icmp, "10.0.0.1:0", "10.0.0.2:2048");
+    ping_out.stats.inbound = Counts::default();
+    let mut ping6 = flow(Transport::Icmpv6, "[fd00::1]:32768", "[fd00::2]:0");
     ping6.stats.outbound = Counts::default();
-    let f = run(vec![ping, ns, ping6], Some(&inv), None);
+    let f = run(vec![ping, ns, ping6, ping_out], Some(&inv), None);
     let d = of_kind(&f, "documented");
-    assert_eq!(entry_ids(&d), ["icmp"]);
+    assert_eq!(entry_ids(&d), ["icmp", "icmp"]);
     assert_eq!(d[0].subject(), "icmp inbound");
+    assert_eq!(d[1].subject(), "icmp outbound");
     assert_eq!(f.summary.flows.infrastructure, 1);
     // ICMPv6 echo against an ICMPv4-only entry: wrong transport.
     assert_eq!(entry_ids(&of_kind(&f, "wrong_transport")), ["icmp"]);
