@@ -285,11 +285,13 @@ pub enum Stop {
 }
 
 /// Runs the agent until a signal or `duration`: a tick every `interval`, SIGHUP reloads, and a
-/// final report before returning.
+/// final report before returning. `signals` should be installed before the backend is opened
+/// (see [`Signals::install`]) so a signal that arrives while programs load is not fatal.
 pub async fn run(
     agent: &mut Agent,
     interval: Duration,
     duration: Option<Duration>,
+    signals: Signals,
 ) -> std::io::Result<Stop> {
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -300,8 +302,7 @@ pub async fn run(
         }
     };
     tokio::pin!(deadline);
-    let signals = Signals::new()?;
-    tokio::pin!(signals);
+    let mut signals = signals;
     let stop = loop {
         tokio::select! {
             _ = tick.tick() => {
@@ -330,8 +331,10 @@ enum SignalEvent {
     Stop,
 }
 
+/// SIGHUP, SIGINT and SIGTERM, caught from the moment they are installed.
 #[cfg(unix)]
-struct Signals {
+#[derive(Debug)]
+pub struct Signals {
     hup: tokio::signal::unix::Signal,
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
@@ -339,7 +342,8 @@ struct Signals {
 
 #[cfg(unix)]
 impl Signals {
-    fn new() -> std::io::Result<Self> {
+    /// Installs the handlers; needs a tokio runtime context (`Runtime::enter`).
+    pub fn install() -> std::io::Result<Self> {
         use tokio::signal::unix::{SignalKind, signal};
         Ok(Self {
             hup: signal(SignalKind::hangup())?,
@@ -356,12 +360,15 @@ impl Signals {
     }
 }
 
+/// Ctrl-C, caught from the moment it is installed.
 #[cfg(not(unix))]
-struct Signals;
+#[derive(Debug)]
+pub struct Signals;
 
 #[cfg(not(unix))]
 impl Signals {
-    fn new() -> std::io::Result<Self> {
+    /// Installs the handler (Ctrl-C is polled by the loop).
+    pub fn install() -> std::io::Result<Self> {
         Ok(Self)
     }
     async fn next(&mut self) -> SignalEvent {

@@ -17,6 +17,8 @@ const CROSS_TARGETS: &[&str] = &["x86_64-pc-windows-gnu", "x86_64-apple-darwin"]
 /// iperf3, bpftool, softflowd, promtool, chromium) and the real daemons of the cluster scenario.
 pub const DEBIAN_PACKAGES: &[&str] = &[
     "libpcap-dev",
+    // C cross compiler for the Windows `cargo check` (build scripts of -sys crates).
+    "gcc-mingw-w64-x86-64",
     "iproute2",
     "tcpdump",
     "tshark",
@@ -238,7 +240,22 @@ fn packages(did: &mut Vec<String>) -> Result<()> {
     sh(&mut apt(&["apt-get", "update", "-qq"]))?;
     let mut args = vec!["apt-get", "install", "-y", "-qq", "--no-install-recommends"];
     args.extend(&missing);
-    sh(&mut apt(&args))?;
+    // Package scripts must not start the daemons in the host's namespace (the tests start them
+    // inside their own): a policy-rc.d that refuses every start, for the install only.
+    let policy = std::path::Path::new("/usr/sbin/policy-rc.d");
+    let own_policy = util::is_root() && !policy.exists();
+    if own_policy {
+        std::fs::write(policy, "#!/bin/sh\nexit 101\n")?;
+        std::fs::set_permissions(
+            policy,
+            <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755),
+        )?;
+    }
+    let installed = sh(&mut apt(&args));
+    if own_policy {
+        let _ = std::fs::remove_file(policy);
+    }
+    installed?;
     did.push(format!("installed Debian packages: {}", missing.join(" ")));
     Ok(())
 }

@@ -104,6 +104,16 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let cfg = AgentConfig::resolve(args.overrides(), file)?;
     let loaded = Loaded::load(&cfg.spec, cfg.inventory.as_deref())?;
     check_ifaces(&cfg)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    // Catch SIGHUP/SIGTERM before loading programs: a signal during start-up must not kill the
+    // agent halfway through attaching.
+    let signals = {
+        let _rt = rt.enter();
+        agent::Signals::install().context("installing signal handlers")?
+    };
     let backend = open_backend(&cfg)?;
     tracing::info!(
         "capturing with {} on {}",
@@ -138,12 +148,19 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             .now()
             .saturating_sub(cfg.retention.as_nanos() as u64);
         let stored = store.window(since, cfg.flow_capacity as usize)?;
-        tracing::info!(
-            "history {}: window since {} seeded",
-            db.display(),
-            stored.since
-        );
-        agent.seed_window(&stored.snapshot);
+        if stored.intervals > 0 {
+            // The window starts where the stored intervals start, not at the retention limit.
+            let mut seed = stored.snapshot;
+            if let Some(first) = stored.history_start {
+                seed.start = seed.start.max(first);
+            }
+            tracing::info!(
+                "history {}: {} stored intervals seed the window",
+                db.display(),
+                stored.intervals
+            );
+            agent.seed_window(&seed);
+        }
         agent.add_sink(Box::new(crate::store::HistorySink::new(
             store,
             cfg.retention,
@@ -155,10 +172,6 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     if let Some((_, m)) = &metrics {
         agent.add_sink(Box::new(crate::metrics::MetricsSink::new(m.clone())));
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
     let stop = rt.block_on(async {
         let _server = match metrics {
             Some((addr, m)) => match crate::metrics::serve(addr, m).await {
@@ -174,7 +187,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             },
             None => None,
         };
-        agent::run(&mut agent, cfg.interval, cfg.duration).await
+        agent::run(&mut agent, cfg.interval, cfg.duration, signals).await
     })?;
     tracing::info!("stopped ({stop:?})");
     Ok(ExitCode::SUCCESS)
