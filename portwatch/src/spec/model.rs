@@ -631,8 +631,10 @@ impl fmt::Display for Peer {
             Self::Zone(z) => f.write_str(z),
             Self::Net(n) => write!(f, "{n}"),
             Self::Addr(a) => write!(f, "{a}"),
-            Self::Host(h) if is_zone_name(h) => write!(f, "host:{h}"),
-            Self::Host(h) => f.write_str(h),
+            // Plain only where the plain form reads back as this host name ("listener.logz.io");
+            // otherwise prefixed ("host:localhost", "host:42", "host:10.0.0.1").
+            Self::Host(h) if h.parse::<Peer>().as_ref() == Ok(self) => f.write_str(h),
+            Self::Host(h) => write!(f, "host:{h}"),
         }
     }
 }
@@ -803,6 +805,22 @@ mod tests {
         );
         assert_eq!("host:localhost".parse(), Ok(Peer::Host("localhost".into())));
         assert_eq!(Peer::Host("localhost".into()).to_string(), "host:localhost");
+        assert_eq!(Peer::Host("logz.io".into()).to_string(), "logz.io");
+    }
+
+    /// Found by the spec_values fuzz target: `host:42` parsed to a host name that printed as
+    /// `42`, which reads back as nothing (and `host:10.0.0.1` would have read back as an address).
+    #[test]
+    fn regression_host_names_print_back_to_host_names() {
+        for s in ["host:42", "host:10.0.0.1", "host:all-nodes", "host:a.b"] {
+            let p: Peer = s.parse().unwrap();
+            assert!(matches!(p, Peer::Host(_)), "{s}");
+            assert_eq!(
+                p.to_string().parse::<Peer>(),
+                Ok(p.clone()),
+                "{s} printed {p}"
+            );
+        }
         for bad in ["All Nodes", "", "1.2.3.4.5", "-x.com", "zone:Bad", "a..b"] {
             assert!(bad.parse::<Peer>().is_err(), "{bad:?} parsed");
         }
