@@ -194,7 +194,6 @@ impl Groups {
 
     /// Per group: the top peers (by bytes, then address) and the number of distinct peers;
     /// and the peers outside zones (sorted, at most [`MAX_OUTSIDE`]) with their count.
-    #[allow(clippy::type_complexity)]
     fn finish(self) -> Vec<FinishedGroup> {
         let mut peers = self.peers;
         peers.sort_unstable_by_key(|p| (p.group, p.addr));
