@@ -6,7 +6,7 @@
 /// The nightly toolchain that builds the eBPF object (pinned; `cargo xtask setup` installs it).
 pub const EBPF_TOOLCHAIN: &str = "nightly-2026-05-20";
 
-/// Name of the per-CPU per-port totals map (never deleted from by userspace).
+/// Name of the per-CPU per-port totals table (never written by userspace).
 pub const MAP_PORT_TOTALS: &str = "PW_PORT_TOTALS";
 /// Name of the bounded flow-detail hash map (drained by userspace every interval).
 pub const MAP_FLOWS: &str = "PW_FLOWS";
@@ -24,13 +24,27 @@ pub const LAYOUT_VERSION: u32 = 1;
 
 /// Default capacity of the flow-detail map (overridable at load time).
 pub const DEFAULT_FLOW_CAPACITY: u32 = 65_536;
-/// Default capacity of the per-port totals map (overridable at load time). The map is
-/// preallocated: an insert during a burst of new keys must never fail for want of memory (a
-/// map created with `BPF_F_NO_PREALLOC` lost about 4% of new keys in a flood of new source
-/// ports on this kernel). Each entry costs about 72 bytes plus 56 bytes per CPU. 131,072 keys
-/// hold every remote port of TCP and UDP in one direction; an insert into a full map is counted
-/// ([`CNT_PORT_FULL`]).
-pub const DEFAULT_PORT_CAPACITY: u32 = 131_072;
+/// Default number of slots of the per-port totals table (a power of two; overridable at load
+/// time). The table is a per-CPU array used as an open-addressing hash table: each CPU keeps
+/// its own copy, so a packet costs one inlined array access and no hash-map helper call, and an
+/// insert never allocates (a `BPF_F_NO_PREALLOC` hash map lost about 4% of new keys in a flood
+/// of new source ports on this kernel). Each slot costs 64 bytes per CPU. A key that finds no
+/// free slot within [`PORT_PROBES`] probes is counted ([`CNT_PORT_FULL`]); keep the table at
+/// most about three-quarters full (131,072 slots hold every remote port of TCP and UDP in one
+/// direction at that load).
+pub const DEFAULT_PORT_SLOTS: u32 = 131_072;
+/// Slots probed (linearly) for a key before it counts as [`CNT_PORT_FULL`].
+pub const PORT_PROBES: u32 = 16;
+/// Set in [`PortSlot::key`] of an occupied slot (a zero key marks a free one).
+pub const PORT_SLOT_USED: u64 = 1 << 63;
+/// Name of the global the loader sets to the table's slot count minus one.
+pub const GLOBAL_PORT_SLOT_MASK: &str = "PW_PORT_SLOT_MASK";
+
+/// The hash of a [`PortKey`] word ([`PortKey::to_word`]): Fibonacci hashing, high bits.
+#[inline(always)]
+pub const fn port_hash(word: u64) -> u32 {
+    (word.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as u32
+}
 
 /// Packet direction as seen by the hook.
 pub const DIR_INGRESS: u8 = 0;
@@ -62,7 +76,33 @@ pub struct PortKey {
     pub _pad: [u8; 3],
 }
 
-/// Value of the per-port totals map (one per CPU; userspace sums them).
+impl PortKey {
+    /// The key as one 64-bit word (its little-endian bytes), with [`PORT_SLOT_USED`] set.
+    #[inline(always)]
+    pub const fn to_word(port: u16, proto: u8, side: u8, dir: u8) -> u64 {
+        port as u64
+            | ((proto as u64) << 16)
+            | ((side as u64) << 24)
+            | ((dir as u64) << 32)
+            | PORT_SLOT_USED
+    }
+
+    /// The key stored in a slot's word (`None` for a free slot).
+    pub const fn from_word(w: u64) -> Option<Self> {
+        if w & PORT_SLOT_USED == 0 {
+            return None;
+        }
+        Some(Self {
+            port: w as u16,
+            proto: (w >> 16) as u8,
+            side: (w >> 24) as u8,
+            dir: (w >> 32) as u8,
+            _pad: [0; 3],
+        })
+    }
+}
+
+/// Value of the per-port totals (one per CPU and key; userspace sums them).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PortCounters {
@@ -80,6 +120,16 @@ pub struct PortCounters {
     pub fin: u64,
     /// TCP RST.
     pub rst: u64,
+}
+
+/// One slot of the per-port totals table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortSlot {
+    /// [`PortKey::to_word`] of the key held, 0 when free.
+    pub key: u64,
+    /// This CPU's counters for the key.
+    pub counters: PortCounters,
 }
 
 /// IP version 4 in [`FlowKey::family`].
@@ -163,6 +213,8 @@ pub const COUNTERS_LEN: usize = 16;
 
 const _: () = assert!(core::mem::size_of::<PortKey>() == 8);
 const _: () = assert!(core::mem::size_of::<PortCounters>() == 56);
+const _: () = assert!(core::mem::size_of::<PortSlot>() == 64);
+const _: () = assert!(DEFAULT_PORT_SLOTS.is_power_of_two());
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
 const _: () = assert!(core::mem::size_of::<FlowValue>() == 64);
 const _: () = assert!(CNT_EXT_LIMIT < COUNTERS_LEN);
@@ -174,7 +226,40 @@ mod user {
     // SAFETY: as above.
     unsafe impl aya::Pod for super::PortCounters {}
     // SAFETY: as above.
+    unsafe impl aya::Pod for super::PortSlot {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::FlowKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::FlowValue {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_key_words_round_trip_and_mark_the_slot_used() {
+        let w = PortKey::to_word(65535, 132, SIDE_REMOTE, DIR_EGRESS);
+        assert_ne!(w & PORT_SLOT_USED, 0);
+        let k = PortKey::from_word(w).unwrap();
+        assert_eq!(
+            (k.port, k.proto, k.side, k.dir),
+            (65535, 132, SIDE_REMOTE, DIR_EGRESS)
+        );
+        assert_eq!(PortKey::from_word(0), None);
+        // Port 0 of protocol 0 is still a used slot, distinct from a free one.
+        assert!(PortKey::from_word(PortKey::to_word(0, 0, 0, 0)).is_some());
+    }
+
+    #[test]
+    fn neighbouring_ports_spread_over_the_table() {
+        let mask = DEFAULT_PORT_SLOTS - 1;
+        let mut seen = [false; 1024];
+        for port in 0..1024u16 {
+            let h = port_hash(PortKey::to_word(port, 6, SIDE_LOCAL, DIR_INGRESS)) & mask;
+            seen[(h >> 7) as usize] = true;
+        }
+        // 1,024 consecutive ports land in most of 1,024 ranges of 128 slots.
+        assert!(seen.iter().filter(|s| **s).count() > 600);
+    }
 }

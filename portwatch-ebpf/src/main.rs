@@ -15,24 +15,31 @@ use core::intrinsics::{AtomicOrdering, atomic_or, atomic_xadd};
 use core::mem::size_of;
 
 use aya_ebpf::{
+    Global,
     bindings::{__sk_buff, BPF_NOEXIST, TC_ACT_UNSPEC},
     helpers::{bpf_ktime_get_coarse_ns, bpf_skb_load_bytes},
     macros::{classifier, map},
-    maps::{HashMap, PerCpuArray, PerCpuHashMap},
+    maps::{HashMap, PerCpuArray},
     programs::TcContext,
 };
 use portwatch_common::{
     CNT_EXT_LIMIT, CNT_FLOW_ERR, CNT_FLOW_FULL, CNT_FRAGMENTS, CNT_MALFORMED, CNT_NON_IP,
     CNT_PACKETS, CNT_PORT_ERR, CNT_PORT_FULL, CNT_PULL_FAILED, CNT_PULLED, CNT_TRUNCATED, CNT_VLAN,
-    COUNTERS_LEN, DEFAULT_FLOW_CAPACITY, DEFAULT_PORT_CAPACITY, DIR_EGRESS, DIR_INGRESS, FAMILY_V4,
-    FAMILY_V6, FlowKey, FlowValue, PortCounters, PortKey, SIDE_LOCAL, SIDE_REMOTE,
+    COUNTERS_LEN, DEFAULT_FLOW_CAPACITY, DEFAULT_PORT_SLOTS, DIR_EGRESS, DIR_INGRESS, FAMILY_V4,
+    FAMILY_V6, FlowKey, FlowValue, PORT_PROBES, PortCounters, PortKey, PortSlot, SIDE_LOCAL,
+    SIDE_REMOTE, port_hash,
 };
 
-// Both hash maps are preallocated (inserts never fail for want of memory); their capacities
-// are replaced at load time (`EbpfLoader::map_max_entries`).
+// Sizes are replaced at load time (`EbpfLoader::map_max_entries`); nothing allocates on the
+// packet path.
+
+/// Per-port totals: a per-CPU open-addressing table (see `DEFAULT_PORT_SLOTS`).
 #[map(name = "PW_PORT_TOTALS")]
-static PORT_TOTALS: PerCpuHashMap<PortKey, PortCounters> =
-    PerCpuHashMap::pinned(DEFAULT_PORT_CAPACITY, 0);
+static PORT_TOTALS: PerCpuArray<PortSlot> = PerCpuArray::pinned(DEFAULT_PORT_SLOTS, 0);
+
+/// Slot count minus one of `PORT_TOTALS`, set by the loader.
+#[unsafe(no_mangle)]
+static PW_PORT_SLOT_MASK: Global<u32> = Global::new(DEFAULT_PORT_SLOTS - 1);
 
 #[map(name = "PW_FLOWS")]
 static FLOWS: HashMap<FlowKey, FlowValue> = HashMap::pinned(DEFAULT_FLOW_CAPACITY, 0);
@@ -116,18 +123,6 @@ fn bump(i: usize) {
     }
 }
 
-/// A per-port totals key, built as one 64-bit word (no padding to zero byte by byte).
-#[inline(always)]
-fn port_key(port: u16, proto: u8, side: u8, dir: u8) -> PortKey {
-    let w = u64::from(port)
-        | (u64::from(proto) << 16)
-        | (u64::from(side) << 24)
-        | (u64::from(dir) << 32);
-    // SAFETY: PortKey is #[repr(C)], 8 bytes, every bit pattern valid; little-endian layout
-    // puts port in bytes 0-1, proto in 2, side in 3, dir in 4, zero padding in 5-7.
-    unsafe { core::mem::transmute::<u64, PortKey>(w) }
-}
-
 #[inline(always)]
 fn observe<const INGRESS: bool>(ctx: &TcContext) {
     bump(CNT_PACKETS);
@@ -169,33 +164,42 @@ fn observe<const INGRESS: bool>(ctx: &TcContext) {
         rst: u64::from(f & TCP_RST != 0),
     };
     let dir = if INGRESS { DIR_INGRESS } else { DIR_EGRESS };
-    count_port(&port_key(key.local_port, key.proto, SIDE_LOCAL, dir), &inc);
     count_port(
-        &port_key(key.remote_port, key.proto, SIDE_REMOTE, dir),
+        PortKey::to_word(key.local_port, key.proto, SIDE_LOCAL, dir),
+        &inc,
+    );
+    count_port(
+        PortKey::to_word(key.remote_port, key.proto, SIDE_REMOTE, dir),
         &inc,
     );
     count_flow::<INGRESS>(&key, bytes, f, syn);
 }
 
-/// Adds `inc` to this CPU's totals for `key`, inserting the key when it is new.
+/// Adds `inc` to this CPU's totals for the key `word` ([`PortKey::to_word`]): linear probing
+/// from the key's hash, claiming the first free slot when the key is new. The table is this
+/// CPU's own, and programs do not nest on one CPU, so nothing else writes the slot meanwhile.
 #[inline(always)]
-fn count_port(key: &PortKey, inc: &PortCounters) {
-    if let Some(v) = PORT_TOTALS.get_ptr_mut(key) {
-        // SAFETY: this CPU's value; programs do not nest on one CPU.
-        unsafe { add_counters(&mut *v, inc) };
-        return;
+fn count_port(word: u64, inc: &PortCounters) {
+    let mask = PW_PORT_SLOT_MASK.load();
+    let h = port_hash(word);
+    for i in 0..PORT_PROBES {
+        let Some(slot) = PORT_TOTALS.get_ptr_mut(h.wrapping_add(i) & mask) else {
+            bump(CNT_PORT_ERR);
+            return;
+        };
+        // SAFETY: this CPU's slot (see above).
+        let slot = unsafe { &mut *slot };
+        if slot.key == word {
+            add_counters(&mut slot.counters, inc);
+            return;
+        }
+        if slot.key == 0 {
+            slot.key = word;
+            add_counters(&mut slot.counters, inc);
+            return;
+        }
     }
-    match PORT_TOTALS.insert(key, inc, u64::from(BPF_NOEXIST)) {
-        Ok(()) => {}
-        // Another CPU inserted the key first: this CPU's slot of it is zero, add to it.
-        Err(e) if e == -EEXIST => match PORT_TOTALS.get_ptr_mut(key) {
-            // SAFETY: as above.
-            Some(v) => unsafe { add_counters(&mut *v, inc) },
-            None => bump(CNT_PORT_ERR),
-        },
-        Err(e) if e == -E2BIG => bump(CNT_PORT_FULL),
-        Err(_) => bump(CNT_PORT_ERR),
-    }
+    bump(CNT_PORT_FULL);
 }
 
 #[inline(always)]

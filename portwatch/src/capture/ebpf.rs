@@ -62,12 +62,12 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 
-use aya::maps::{MapData, MapError, MapInfo, MapType, PerCpuArray, PerCpuHashMap};
+use aya::maps::{MapData, MapError, MapInfo, MapType, PerCpuArray};
 use aya::programs::tc::{self, SchedClassifierLinkId, TcAttachType};
 use aya::programs::{ProgramError, SchedClassifier};
 use aya::{Ebpf, EbpfLoader};
 use portwatch_common as common;
-use portwatch_common::{FlowKey as KFlowKey, FlowValue, PortCounters, PortKey};
+use portwatch_common::{FlowKey as KFlowKey, FlowValue, PortCounters, PortKey, PortSlot};
 
 use super::{Backend, BackendKind};
 use crate::clock::{MonotonicOffset, UnixNanos};
@@ -92,8 +92,10 @@ pub struct EbpfConfig {
     pub include_lo: bool,
     /// Capacity of the flow-detail map (flows per interval).
     pub flow_capacity: u32,
-    /// Capacity of the per-port totals map (keys of protocol, port, side and direction ever
-    /// seen; preallocated: about 72 bytes plus 56 bytes per CPU each).
+    /// Slots of the per-port totals table (keys of protocol, port, side and direction ever
+    /// seen), rounded up to a power of two; 64 bytes per CPU each. Keep it at most about
+    /// three-quarters full: a key that finds no slot within 16 probes is counted as
+    /// `port_table_full`.
     pub port_capacity: u32,
     /// bpffs directory where the maps are pinned.
     pub pin_dir: PathBuf,
@@ -105,7 +107,7 @@ impl Default for EbpfConfig {
             ifaces: None,
             include_lo: false,
             flow_capacity: common::DEFAULT_FLOW_CAPACITY,
-            port_capacity: common::DEFAULT_PORT_CAPACITY,
+            port_capacity: common::DEFAULT_PORT_SLOTS,
             pin_dir: PathBuf::from("/sys/fs/bpf/portwatch"),
         }
     }
@@ -291,7 +293,9 @@ pub(crate) trait KernelMaps: Send {
 
 /// The real maps.
 struct AyaMaps {
-    totals: PerCpuHashMap<MapData, PortKey, PortCounters>,
+    totals: MapData,
+    port_slots: u32,
+    cpus: usize,
     counters: PerCpuArray<MapData, u64>,
     flows: MapData,
     flow_capacity: u32,
@@ -301,25 +305,7 @@ struct AyaMaps {
 impl KernelMaps for AyaMaps {
     fn read(&mut self) -> Result<Reading, EbpfError> {
         let counters = self.counters()?;
-        let mut totals = std::collections::HashMap::new();
-        for item in self.totals.iter() {
-            let (k, per_cpu) = item.map_err(|source| EbpfError::Map {
-                map: common::MAP_PORT_TOTALS,
-                op: "read",
-                source,
-            })?;
-            let mut sum = PortCounters::default();
-            for v in per_cpu.iter() {
-                sum.packets += v.packets;
-                sum.segments += v.segments;
-                sum.bytes += v.bytes;
-                sum.syn += v.syn;
-                sum.synack += v.synack;
-                sum.fin += v.fin;
-                sum.rst += v.rst;
-            }
-            totals.insert(k, sum);
-        }
+        let totals = self.read_totals()?;
         let flows = self.drain_flows()?;
         Ok(Reading {
             totals,
@@ -349,7 +335,45 @@ impl KernelMaps for AyaMaps {
     }
 }
 
+/// Sums the per-port table's slots (every CPU's, as `BPF_MAP_LOOKUP_BATCH` returns them) by
+/// key; free slots are skipped.
+fn sum_slots(raw: &[u8]) -> std::collections::HashMap<PortKey, PortCounters> {
+    let size = std::mem::size_of::<PortSlot>();
+    let mut totals: std::collections::HashMap<PortKey, PortCounters> =
+        std::collections::HashMap::new();
+    for chunk in raw.chunks_exact(size) {
+        let word =
+            |i: usize| u64::from_ne_bytes(chunk[8 * i..8 * i + 8].try_into().unwrap_or_default());
+        let Some(key) = PortKey::from_word(word(0)) else {
+            continue;
+        };
+        let sum = totals.entry(key).or_default();
+        sum.packets += word(1);
+        sum.segments += word(2);
+        sum.bytes += word(3);
+        sum.syn += word(4);
+        sum.synack += word(5);
+        sum.fin += word(6);
+        sum.rst += word(7);
+    }
+    totals
+}
+
 impl AyaMaps {
+    /// Sums every CPU's slots by key. The same key may sit in different slots on different
+    /// CPUs (each CPU probes its own table).
+    fn read_totals(&self) -> Result<std::collections::HashMap<PortKey, PortCounters>, EbpfError> {
+        let size = std::mem::size_of::<PortSlot>();
+        let raw =
+            sys::percpu_array_read_all(self.totals.fd().as_fd(), self.port_slots, size, self.cpus)
+                .map_err(|source| EbpfError::Syscall {
+                    map: common::MAP_PORT_TOTALS,
+                    op: "BPF_MAP_LOOKUP_BATCH",
+                    source,
+                })?;
+        Ok(sum_slots(&raw))
+    }
+
     /// Iterates the keys first (deleting while iterating would restart the walk), then looks
     /// up and deletes each one.
     fn drain_flows(&self) -> Result<Vec<(KFlowKey, FlowValue)>, EbpfError> {
@@ -548,14 +572,14 @@ fn matches_pin(info: &MapInfo, e: &Expect) -> bool {
 
 /// Removes pinned maps that do not match this build's layout or configuration. Returns true
 /// when the totals and counters maps are reused (they hold earlier counts).
-fn check_pins(pin_dir: &Path, flow_capacity: u32, port_capacity: u32) -> Result<bool, EbpfError> {
+fn check_pins(pin_dir: &Path, flow_capacity: u32, port_slots: u32) -> Result<bool, EbpfError> {
     use std::mem::size_of;
     let totals = Expect {
         name: common::MAP_PORT_TOTALS,
-        map_type: MapType::PerCpuHash,
-        key_size: size_of::<PortKey>() as u32,
-        value_size: size_of::<PortCounters>() as u32,
-        max_entries: port_capacity,
+        map_type: MapType::PerCpuArray,
+        key_size: 4,
+        value_size: size_of::<PortSlot>() as u32,
+        max_entries: port_slots,
         flags: 0,
     };
     let counters = Expect {
@@ -647,14 +671,17 @@ impl EbpfBackend {
                 magic,
             });
         }
-        let reused = check_pins(&cfg.pin_dir, cfg.flow_capacity, cfg.port_capacity)?;
+        let slots = cfg.port_capacity.max(2).next_power_of_two();
+        let mask = slots - 1;
+        let reused = check_pins(&cfg.pin_dir, cfg.flow_capacity, slots)?;
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(&cfg.pin_dir)
             .map_max_entries(common::MAP_FLOWS, cfg.flow_capacity)
-            .map_max_entries(common::MAP_PORT_TOTALS, cfg.port_capacity)
+            .map_max_entries(common::MAP_PORT_TOTALS, slots)
+            .override_global(common::GLOBAL_PORT_SLOT_MASK, &mask, true)
             .load(OBJECT)
             .map_err(|e| or_permission("loading the eBPF maps and programs", e, EbpfError::Load))?;
-        let maps = take_maps(&mut ebpf, &cfg.pin_dir, cfg.flow_capacity)?;
+        let maps = take_maps(&mut ebpf, &cfg.pin_dir, cfg.flow_capacity, slots)?;
         let store = Box::new(state::BpffsStore::new(&cfg.pin_dir));
         let collector = Collector::new(maps, store, !reused)?;
         for prog in [common::PROG_INGRESS, common::PROG_EGRESS] {
@@ -842,7 +869,12 @@ fn classifier<'a>(
         .map_err(|e| prog_err(name, "type check", e))
 }
 
-fn take_maps(ebpf: &mut Ebpf, pin_dir: &Path, flow_capacity: u32) -> Result<AyaMaps, EbpfError> {
+fn take_maps(
+    ebpf: &mut Ebpf,
+    pin_dir: &Path,
+    flow_capacity: u32,
+    port_slots: u32,
+) -> Result<AyaMaps, EbpfError> {
     let mut take = |name: &'static str| {
         ebpf.take_map(name).ok_or(EbpfError::Missing {
             kind: "map",
@@ -856,9 +888,15 @@ fn take_maps(ebpf: &mut Ebpf, pin_dir: &Path, flow_capacity: u32) -> Result<AyaM
             source,
         }
     };
-    let totals: PerCpuHashMap<MapData, PortKey, PortCounters> = take(common::MAP_PORT_TOTALS)?
-        .try_into()
-        .map_err(map_err(common::MAP_PORT_TOTALS))?;
+    let totals = match take(common::MAP_PORT_TOTALS)? {
+        aya::maps::Map::PerCpuArray(m) => m,
+        _ => {
+            return Err(EbpfError::Missing {
+                kind: "per-CPU array",
+                name: common::MAP_PORT_TOTALS.to_owned(),
+            });
+        }
+    };
     let counters: PerCpuArray<MapData, u64> = take(common::MAP_COUNTERS)?
         .try_into()
         .map_err(map_err(common::MAP_COUNTERS))?;
@@ -889,8 +927,17 @@ fn take_maps(ebpf: &mut Ebpf, pin_dir: &Path, flow_capacity: u32) -> Result<AyaM
         totals_map_id: id(common::MAP_PORT_TOTALS)?,
         counters_map_id: id(common::MAP_COUNTERS)?,
     };
+    let cpus = aya::util::nr_cpus().map_err(|(_, source)| {
+        fs_err(
+            "possible CPUs",
+            Path::new("/sys/devices/system/cpu/possible"),
+            "read",
+        )(source)
+    })?;
     Ok(AyaMaps {
         totals,
+        port_slots,
+        cpus,
         counters,
         flows,
         flow_capacity,
@@ -1102,6 +1149,28 @@ mod tests {
         let mut c = Collector::new(kernel, Box::new(MemStore::default()), true).unwrap();
         assert_eq!(c.collect(1, &OFF).unwrap().flows.len(), 1);
         assert!(c.collect(2, &OFF).unwrap().flows.is_empty());
+    }
+
+    #[test]
+    fn slots_of_one_key_on_several_cpus_are_summed() {
+        let slot = |word: u64, packets: u64| {
+            let mut b = word.to_ne_bytes().to_vec();
+            for v in [packets, packets, 100 * packets, 1, 0, 0, 0] {
+                b.extend_from_slice(&v.to_ne_bytes());
+            }
+            b
+        };
+        let dns = PortKey::to_word(53, 17, common::SIDE_LOCAL, common::DIR_INGRESS);
+        let ssh = PortKey::to_word(22, 6, common::SIDE_REMOTE, common::DIR_EGRESS);
+        // Index 0 on CPUs 0 and 1, then index 1 on CPUs 0 and 1: the DNS key sits in different
+        // slots on different CPUs; a free slot (word 0) is skipped.
+        let raw = [slot(dns, 2), slot(0, 0), slot(ssh, 1), slot(dns, 5)].concat();
+        let t = sum_slots(&raw);
+        assert_eq!(t.len(), 2);
+        let k = PortKey::from_word(dns).unwrap();
+        assert_eq!((k.port, k.proto, k.side, k.dir), (53, 17, 0, 0));
+        assert_eq!((t[&k].packets, t[&k].bytes, t[&k].syn), (7, 700, 2));
+        assert_eq!(t[&PortKey::from_word(ssh).unwrap()].packets, 1);
     }
 
     #[test]

@@ -105,10 +105,11 @@ fn per_packet_cost(args: &Args) {
         args.repeat, args.rounds
     );
     println!();
-    println!("| frame | ingress ns/pkt | egress ns/pkt |");
-    println!("| --- | ---: | ---: |");
+    println!("| frame | ingress ns/pkt | egress ns/pkt | ingress min | egress min |");
+    println!("| --- | ---: | ---: | ---: | ---: |");
     for (name, frame) in &frames {
         let mut cols = Vec::new();
+        let mut mins = Vec::new();
         for prog in [PROG_INGRESS, PROG_EGRESS] {
             let runs: Vec<f64> = (0..args.rounds)
                 .map(|_| {
@@ -122,9 +123,13 @@ fn per_packet_cost(args: &Args) {
                     f64::from(r.duration_ns)
                 })
                 .collect();
+            mins.push(runs.iter().copied().fold(f64::INFINITY, f64::min));
             cols.push(median(runs));
         }
-        println!("| {name} | {:.1} | {:.1} |", cols[0], cols[1]);
+        println!(
+            "| {name} | {:.0} | {:.0} | {:.0} | {:.0} |",
+            cols[0], cols[1], mins[0], mins[1]
+        );
     }
     println!();
 }

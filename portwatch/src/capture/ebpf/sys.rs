@@ -17,6 +17,7 @@ const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_MAP_TYPE_ARRAY: u32 = 2;
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
 const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 
 /// The `bpf_attr` member used by the map element commands.
 #[repr(C)]
@@ -50,6 +51,20 @@ struct ObjAttr {
     pathname: u64,
     bpf_fd: u32,
     file_flags: u32,
+}
+
+/// The `bpf_attr` member used by the batch commands.
+#[repr(C)]
+#[derive(Default)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
 }
 
 /// The `bpf_attr` member used by `BPF_PROG_TEST_RUN`.
@@ -129,6 +144,63 @@ pub(crate) fn map_lookup_and_delete<K, V: Copy + Default>(
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// Reads every value of a per-CPU array of `entries` values of `value_size` bytes with
+/// `BPF_MAP_LOOKUP_BATCH` (Linux 5.6), a few calls instead of one per index. Returns the values
+/// in index order, each as `cpus` consecutive slots of `value_size` rounded up to 8 bytes.
+pub(crate) fn percpu_array_read_all(
+    fd: BorrowedFd<'_>,
+    entries: u32,
+    value_size: usize,
+    cpus: usize,
+) -> io::Result<Vec<u8>> {
+    const CHUNK: u32 = 4096;
+    let stride = value_size.next_multiple_of(8) * cpus;
+    let mut out = vec![0u8; entries as usize * stride];
+    let mut keys = vec![0u32; CHUNK as usize];
+    let mut token = 0u32;
+    let mut done = 0usize;
+    let mut first = true;
+    while done < entries as usize {
+        let want = CHUNK.min(entries - done as u32);
+        let mut attr = BatchAttr {
+            in_batch: if first {
+                0
+            } else {
+                std::ptr::from_ref(&token) as u64
+            },
+            out_batch: std::ptr::from_mut(&mut token) as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: out[done * stride..].as_mut_ptr() as u64,
+            count: want,
+            map_fd: fd.as_raw_fd() as u32,
+            ..BatchAttr::default()
+        };
+        let r = sys_bpf(BPF_MAP_LOOKUP_BATCH, &mut attr);
+        let got = attr.count as usize;
+        // The kernel returns the values in key order from the token on.
+        if let Some(&k) = keys.first()
+            && got > 0
+            && k as usize != done
+        {
+            return Err(io::Error::other(format!(
+                "BPF_MAP_LOOKUP_BATCH resumed at index {k}, expected {done}"
+            )));
+        }
+        done += got;
+        first = false;
+        match r {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => break,
+            Err(e) => return Err(e),
+        }
+        if got == 0 {
+            break;
+        }
+    }
+    out.truncate(done * stride);
+    Ok(out)
 }
 
 /// Creates an array map of `entries` values of `value_size` bytes (u32 keys).
