@@ -671,17 +671,7 @@ pub fn ip(args: &[&str]) -> Result<String> {
     let mut c = Command::new("ip");
     c.args(args);
     let command = crate::cluster::show(&c);
-    let out = c.output().map_err(|source| ClusterError::Spawn {
-        command: command.clone(),
-        source,
-    })?;
-    if !out.status.success() {
-        return Err(ClusterError::Failed {
-            command,
-            status: out.status.to_string(),
-            output: String::from_utf8_lossy(&out.stderr).into_owned(),
-        });
-    }
+    let out = crate::cluster::checked_output(&mut c, command)?;
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 

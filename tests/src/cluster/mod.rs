@@ -24,3 +24,23 @@ pub fn show(cmd: &std::process::Command) -> String {
     }
     s
 }
+
+/// Runs `c` to completion and returns its output; a spawn failure or an unsuccessful exit
+/// becomes an error naming `command` and carrying the command's standard error.
+pub fn checked_output(
+    c: &mut std::process::Command,
+    command: String,
+) -> Result<std::process::Output> {
+    let out = c.output().map_err(|source| ClusterError::Spawn {
+        command: command.clone(),
+        source,
+    })?;
+    if !out.status.success() {
+        return Err(ClusterError::Failed {
+            command,
+            status: out.status.to_string(),
+            output: String::from_utf8_lossy(&out.stderr).into_owned(),
+        });
+    }
+    Ok(out)
+}

@@ -262,17 +262,7 @@ pub fn port_counts(
         pcap.display(),
         columns.len()
     );
-    let out = c.output().map_err(|source| ClusterError::Spawn {
-        command: command.clone(),
-        source,
-    })?;
-    if !out.status.success() {
-        return Err(ClusterError::Failed {
-            command,
-            status: out.status.to_string(),
-            output: String::from_utf8_lossy(&out.stderr).into_owned(),
-        });
-    }
+    let out = super::checked_output(&mut c, command)?;
     let tables = parse_io_stat(&String::from_utf8_lossy(&out.stdout));
     let get = |col: &str| -> Result<&Vec<u64>> {
         tables

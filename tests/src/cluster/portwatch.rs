@@ -56,17 +56,7 @@ pub fn binary() -> Result<PathBuf> {
         c.env("CARGO_TARGET_DIR", target);
     }
     let command = super::show(&c);
-    let out = c.output().map_err(|source| ClusterError::Spawn {
-        command: command.clone(),
-        source,
-    })?;
-    if !out.status.success() {
-        return Err(ClusterError::Failed {
-            command,
-            status: out.status.to_string(),
-            output: String::from_utf8_lossy(&out.stderr).into_owned(),
-        });
-    }
+    super::checked_output(&mut c, command)?;
     let bin = dir.join("portwatch");
     if !bin.exists() {
         return Err(ClusterError::MissingTools {
