@@ -50,6 +50,9 @@ pub enum Evidence {
     IcmpRequest,
     /// An ICMP flow carried packets in one direction only.
     IcmpOneWay,
+    /// A flow of a protocol without ports (IGMP, VRRP, GRE, ...) carried packets in one
+    /// direction only: its sender is the client (an IGMP report leaving the node is outbound).
+    OneWay,
 }
 
 impl fmt::Display for Evidence {
@@ -61,6 +64,7 @@ impl fmt::Display for Evidence {
             Self::WellKnownPort => "well-known port",
             Self::IcmpRequest => "icmp request type",
             Self::IcmpOneWay => "icmp one way",
+            Self::OneWay => "one way",
         })
     }
 }
@@ -76,7 +80,7 @@ pub enum UnknownReason {
     AmbiguousPorts,
     /// An ICMP flow with packets both ways and no request type to go by.
     IcmpBothWays,
-    /// A protocol without ports and without a request/reply structure.
+    /// A protocol without ports and without a request/reply structure, with packets both ways.
     NoPorts,
 }
 
@@ -86,7 +90,7 @@ impl fmt::Display for UnknownReason {
             Self::SynBothWays => "syn seen both ways",
             Self::AmbiguousPorts => "ports give no answer",
             Self::IcmpBothWays => "icmp both ways",
-            Self::NoPorts => "no ports",
+            Self::NoPorts => "no ports, traffic both ways",
         })
     }
 }
@@ -137,11 +141,7 @@ pub fn orient(flow: &FlowRecord, ctx: &DirectionContext<'_>) -> Orientation {
     let s = &flow.stats;
     match k.transport {
         Transport::Icmp | Transport::Icmpv6 => return orient_icmp(flow),
-        t if !t.has_ports() => {
-            return Orientation::Unknown {
-                reason: UnknownReason::NoPorts,
-            };
-        }
+        t if !t.has_ports() => return orient_portless(flow),
         _ => {}
     }
     // 1. SYN without ACK: the sender is the client.
@@ -251,6 +251,18 @@ pub(crate) fn icmp_type(flow: &FlowRecord) -> u8 {
         _ => l.max(r),
     };
     (port >> 8) as u8
+}
+
+/// A protocol without ports: a one-way flow's sender is the client; both ways, nothing says.
+fn orient_portless(flow: &FlowRecord) -> Orientation {
+    let s = &flow.stats;
+    match (s.inbound.packets > 0, s.outbound.packets > 0) {
+        (true, false) => Orientation::known(Role::Server, Evidence::OneWay),
+        (false, true) => Orientation::known(Role::Client, Evidence::OneWay),
+        _ => Orientation::Unknown {
+            reason: UnknownReason::NoPorts,
+        },
+    }
 }
 
 /// ICMP: who sent the request (see [`icmp_type`] for where the type is).
@@ -485,11 +497,30 @@ mod tests {
             known(Role::Server, Evidence::IcmpOneWay)
         );
         assert_eq!(ping_in(Transport::Icmp, 8, 3, 3).role(), None);
+    }
+
+    #[test]
+    fn portless_protocols_go_by_which_way_packets_went() {
+        // Both ways (GRE between tunnel ends): nothing says who started it.
         assert_eq!(
             orient(&flow(Transport::Other(47), 0, 0), &ctx(None)),
             Orientation::Unknown {
                 reason: UnknownReason::NoPorts
             }
+        );
+        // An IGMP membership report leaving the node: the node sent it.
+        let mut igmp = flow(Transport::Other(2), 0, 0);
+        igmp.stats.inbound = Counts::default();
+        assert_eq!(
+            orient(&igmp, &ctx(None)),
+            known(Role::Client, Evidence::OneWay)
+        );
+        // VRRP adverts arriving from the master: the peer sent them.
+        let mut vrrp = flow(Transport::Other(112), 0, 0);
+        vrrp.stats.outbound = Counts::default();
+        assert_eq!(
+            orient(&vrrp, &ctx(None)),
+            known(Role::Server, Evidence::OneWay)
         );
     }
 }
