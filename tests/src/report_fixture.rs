@@ -323,10 +323,11 @@ fn flows(extra: usize) -> Vec<FlowRecord> {
         2_000,
         30_000,
     ));
-    // This node opened a connection to another node's RPC port: the entry says inbound only.
+    // This node opened a connection to the RPC port of a host outside the cluster: the entry
+    // documents the port inbound on the nodes only (node to node it would be documented).
     v.push(tcp(
         (me, 42_000),
-        (v4(10, 0, 0, 3), 31112),
+        (v4(10, 0, 9, 3), 31112),
         false,
         1200,
         30,

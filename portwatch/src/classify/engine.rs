@@ -15,6 +15,7 @@ use super::{
 };
 use crate::flow::{Direction, FlowRecord, Side, Transport};
 use crate::host::{Listener, canonical};
+use crate::inventory::Inventory;
 use crate::spec::{DirectionSpec, Entry, Ports, TransportSpec};
 
 /// Hash maps for per-flow work (classification sorts everything it outputs, so their order
@@ -57,6 +58,42 @@ impl Rule<'_> {
             (None, _) => true,
             (Some(d), Role::Server) => d.allows_inbound(),
             (Some(d), Role::Client) => d.allows_outbound(),
+        }
+    }
+
+    /// Whether traffic in `role`, which the entry's direction does not allow, is the other
+    /// end of traffic the entry documents between two places the inventory knows: a node
+    /// connecting to another node's documented inbound port (a cluster link seen from its
+    /// client), or a node serving a peer that an outbound entry names as a source. The
+    /// serving side is the entry's `destinations`, or for an inbound entry naming none the
+    /// inventory's nodes; the connecting side is its `sources`, or for an empty list any
+    /// client of an inbound entry and the nodes for an outbound one. An outbound entry with
+    /// no destinations (any server anywhere) is never mirrored.
+    fn mirrors(&self, role: Role, inv: &Inventory, local: IpAddr, peer: IpAddr) -> bool {
+        let Some(d) = self.e.direction else {
+            return false;
+        };
+        if self.allows(role) {
+            return false;
+        }
+        let inbound = d.allows_inbound();
+        let serving = |ip: IpAddr| {
+            if self.e.destinations.is_empty() {
+                inbound && inv.is_node(ip)
+            } else {
+                inv.any_peer_contains(&self.e.destinations, ip) == Some(true)
+            }
+        };
+        let connecting = |ip: IpAddr| {
+            if self.e.sources.is_empty() {
+                inbound || inv.is_node(ip)
+            } else {
+                inv.any_peer_contains(&self.e.sources, ip) == Some(true)
+            }
+        };
+        match role {
+            Role::Client => serving(peer) && connecting(local),
+            Role::Server => serving(local) && connecting(peer),
         }
     }
 
@@ -598,11 +635,19 @@ pub(crate) fn run(input: &ClassifyInput<'_>) -> Findings {
         {
             cands.retain(|r| !r.e.flags.dynamic_range);
         }
-        let exact: Vec<&Rule> = cands
+        let mut exact: Vec<&Rule> = cands
             .iter()
             .copied()
             .filter(|r| r.admits(t) && r.allows(role))
             .collect();
+        if let (true, Some(inv)) = (exact.is_empty(), input.inventory) {
+            let local = canonical(f.key.local.addr);
+            exact = cands
+                .iter()
+                .copied()
+                .filter(|r| r.admits(t) && r.mirrors(role, inv, local, peer))
+                .collect();
+        }
         let processes = served
             .map(|(t, p)| ctx.owner_names(t, p))
             .unwrap_or_default();

@@ -415,6 +415,34 @@ fn wrong_direction_names_the_entry() {
 }
 
 #[test]
+fn a_cluster_link_seen_from_its_client_node_is_documented_by_the_inbound_entry() {
+    let inv = inventory();
+    let flows = vec![
+        // node-a opens node-b's Oxygen port: oxygen-in lets all nodes in, on any node.
+        tcp_out("10.0.0.1:45000", "10.0.0.2:31112"),
+        // ... and the same port on a host that is not a node: not what the entry documents.
+        tcp_out("10.0.0.1:45001", "10.9.9.9:31112"),
+        // node-a opens node-b's SSH: ssh admits only the admin zone as clients.
+        tcp_out("10.0.0.1:45002", "10.0.0.2:22"),
+        // node-b opens node-a's NTP port: ntp is outbound to anywhere, never mirrored.
+        flow(Transport::Udp, "10.0.0.1:123", "10.0.0.2:50000"),
+    ];
+    let f = run(flows.clone(), Some(&inv), None);
+    let d = of_kind(&f, "documented");
+    assert_eq!(entry_ids(&d), ["oxygen-in"]);
+    assert_eq!(d[0].role, Some(Role::Client));
+    assert_eq!(d[0].peers[0].addr, ip("10.0.0.2"));
+    assert_eq!(f.summary.flows.documented, 1);
+    let w = of_kind(&f, "wrong_direction");
+    let mut ids = entry_ids(&w);
+    ids.sort();
+    assert_eq!(ids, ["ntp", "oxygen-in", "ssh"]);
+    // The mirror needs the inventory to know where the nodes are.
+    let f = run(flows, None, None);
+    assert!(of_kind(&f, "documented").is_empty());
+}
+
+#[test]
 fn wrong_transport_names_the_entry() {
     // UDP to 445 (inbound by port scoring): the spec documents 445 over TCP.
     let f = run(

@@ -25,7 +25,8 @@ fn node_flows(name: &str) -> Vec<FlowRecord> {
         at(tcp_in("10.0.0.1:31112", "10.0.0.2:50000"), 10, 2),
         at(tcp_in("10.0.0.1:31112", "10.0.0.2:50001"), 20, 30),
         at(tcp_in("10.0.0.1:8080", "10.0.0.9:40000"), 30, 1),
-        at(tcp_out("10.0.0.1:45000", "10.0.0.2:31112"), 40, 1),
+        // A host outside the inventory's nodes: the inbound-only entry does not cover it.
+        at(tcp_out("10.0.0.1:45000", "10.0.0.7:31112"), 40, 1),
         at(tcp_in("10.0.0.1:22", "10.9.9.9:50000"), 50, 100),
         at(
             flow(Transport::Udp, "10.0.0.1:40000", "10.0.0.2:41000"),
