@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 
 use super::decode::{self, LinkType};
 use crate::clock::UnixNanos;
-use crate::flow::{Direction, FlowTable};
+use crate::flow::table::BATCH;
+use crate::flow::{Direction, FlowTable, PacketMeta};
 
 /// Largest captured length a record may claim (libpcap's own limit is 256 KiB; D-Bus and
 /// USB captures go to 128 MiB). Anything larger means the file is corrupt.
@@ -768,6 +769,8 @@ pub fn ingest_bytes(
     let mut last_ts = 0;
     let mut error = None;
     let use_addrs = !orienter.is_empty();
+    // Decoded packets are handed to the table a batch at a time (see FlowTable::ingest_batch).
+    let mut batch: Vec<PacketMeta> = Vec::with_capacity(BATCH);
     loop {
         match reader.next_frame() {
             None => break,
@@ -788,7 +791,11 @@ pub fn ingest_bytes(
                         } else {
                             f.dir
                         };
-                        table.ingest(&d.into_meta(f.ts, f.wire_len, dir));
+                        batch.push(d.into_meta(f.ts, f.wire_len, dir));
+                        if batch.len() == BATCH {
+                            table.ingest_batch(&batch);
+                            batch.clear();
+                        }
                     }
                     Err(skip) => skip.count(table.health_mut()),
                 }
@@ -798,6 +805,7 @@ pub fn ingest_bytes(
             }
         }
     }
+    table.ingest_batch(&batch);
     progress(reader.offset());
     Ok(FileSummary {
         path: path.to_owned(),

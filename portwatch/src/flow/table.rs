@@ -1,6 +1,8 @@
 //! The bounded userspace flow table: plain data with `ingest` and `drain`, no I/O. It keeps
 //! lossless per-port totals and at most `capacity` flows, and counts every flow it had to drop.
 use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher as _};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
 
@@ -80,120 +82,235 @@ pub struct Snapshot {
 
 type PortKey = (Transport, u16, Side, Direction);
 
-/// foldhash with a per-table random seed: the std SipHash made the table most of the cost of
-/// reading a capture file; foldhash is several times faster and the random seed keeps crafted
-/// traffic from choosing colliding keys in advance.
+/// Packets the table works on at once: their hashes are computed and their buckets
+/// prefetched before any of them is applied, so the memory accesses overlap.
+pub const BATCH: usize = 32;
+
+/// foldhash with a per-table random seed: fast, and the random seed keeps crafted traffic from
+/// choosing colliding keys in advance.
 type Hasher = foldhash::fast::RandomState;
 
-/// A flow key packed into integers: hashing and comparing it is a few word operations, where
-/// the derived `Hash`/`Eq` of [`FlowKey`] walk two `IpAddr` enums field by field (that made the
-/// table the bottleneck of offline analysis).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct PackedKey {
-    local: u128,
-    remote: u128,
-    /// local port << 16 | remote port.
-    ports: u32,
-    /// IP protocol | local is IPv6 << 8 | remote is IPv6 << 9.
-    meta: u16,
-}
+/// `Entry::meta` bit: the local end is `a` (else `b`). Not part of the hash, so both
+/// orientations of a conversation share one probe sequence.
+const LOCAL_IS_A: u16 = 1 << 10;
+/// `Entry::bits`: the capture said which end is local.
+const KNOWN: u8 = 1;
+/// `Entry::bits`: the other orientation of the same endpoints is also held.
+const TWIN: u8 = 2;
 
-impl std::hash::Hash for PackedKey {
-    #[inline]
-    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
-        let fold = |a: u128| (a as u64) ^ ((a >> 64) as u64).rotate_left(29);
-        h.write_u64(fold(self.local));
-        h.write_u64(fold(self.remote));
-        h.write_u64((u64::from(self.ports) << 16) | u64::from(self.meta));
-    }
-}
-
-#[inline]
-fn addr_bits(a: &std::net::IpAddr) -> (u128, u16) {
-    match a {
-        std::net::IpAddr::V4(v4) => (u128::from(u32::from(*v4)), 0),
-        std::net::IpAddr::V6(v6) => (u128::from(*v6), 1),
-    }
-}
-
-#[inline]
-fn pack(transport: Transport, local: &Endpoint, remote: &Endpoint) -> PackedKey {
-    let (l, l6) = addr_bits(&local.addr);
-    let (r, r6) = addr_bits(&remote.addr);
-    PackedKey {
-        local: l,
-        remote: r,
-        ports: (u32::from(local.port) << 16) | u32::from(remote.port),
-        meta: u16::from(transport.proto()) | (l6 << 8) | (r6 << 9),
-    }
-}
-
-impl PackedKey {
-    /// The flow key this was packed from.
-    fn unpack(&self) -> FlowKey {
-        let addr = |bits: u128, v6: bool| {
-            if v6 {
-                std::net::IpAddr::V6(std::net::Ipv6Addr::from(bits))
-            } else {
-                std::net::IpAddr::V4(std::net::Ipv4Addr::from(bits as u32))
-            }
-        };
-        FlowKey {
-            transport: Transport::from_proto(self.meta as u8),
-            local: Endpoint {
-                addr: addr(self.local, self.meta & (1 << 8) != 0),
-                port: (self.ports >> 16) as u16,
-            },
-            remote: Endpoint {
-                addr: addr(self.remote, self.meta & (1 << 9) != 0),
-                port: self.ports as u16,
-            },
-        }
-    }
-}
-
-/// Per-direction counters of a held flow that [`FlowStats`] does not keep; with its
-/// packets and bytes they make the flow's share of the per-port totals, added at drain.
-/// (u32, saturating: kept small so more flows fit in the CPU caches.)
+/// Per-direction counters of a held flow: its [`Counts`] and its share of the per-port
+/// totals (u32 counters saturate, as before; segments beyond one per packet go to the totals
+/// directly, which only eBPF GSO packets have).
 #[derive(Clone, Copy, Debug, Default)]
-struct Extra {
-    segments: u32,
+#[repr(C)]
+struct DirCounts {
+    packets: u64,
+    bytes: u64,
     syn: u32,
     synack: u32,
     fin: u32,
     rst: u32,
 }
 
-/// A held flow.
+/// A held flow, two cache lines: the key and times in the first (every probe reads it), the
+/// counters in the second. The endpoints are stored in canonical order (`a` <= `b`).
 #[derive(Clone, Copy, Debug)]
-struct Slot {
-    stats: FlowStats,
-    known: bool,
-    /// Indexed by direction: 0 inbound, 1 outbound.
-    extra: [Extra; 2],
+#[repr(C, align(64))]
+struct Entry {
+    a: u128,
+    b: u128,
+    first_seen: UnixNanos,
+    last_seen: UnixNanos,
+    /// a's port << 16 | b's port.
+    ports: u32,
+    /// IP protocol | a is IPv6 << 8 | b is IPv6 << 9 | [`LOCAL_IS_A`].
+    meta: u16,
+    /// [`KNOWN`] | [`TWIN`].
+    bits: u8,
+    /// TCP flags seen, by direction (0 inbound, 1 outbound).
+    flags: [u8; 2],
+    dirs: [DirCounts; 2],
+}
+
+const _: () = assert!(std::mem::size_of::<Entry>() == 128);
+
+/// One endpoint as integers, ordered by (family, address, port).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Bits {
+    v6: bool,
+    addr: u128,
+    port: u16,
+}
+
+#[inline]
+fn bits(e: &Endpoint) -> Bits {
+    match e.addr {
+        IpAddr::V4(v4) => Bits {
+            v6: false,
+            addr: u128::from(u32::from(v4)),
+            port: e.port,
+        },
+        IpAddr::V6(v6) => Bits {
+            v6: true,
+            addr: u128::from(v6),
+            port: e.port,
+        },
+    }
+}
+
+fn endpoint(addr: u128, v6: bool, port: u16) -> Endpoint {
+    Endpoint {
+        addr: if v6 {
+            IpAddr::V6(Ipv6Addr::from(addr))
+        } else {
+            IpAddr::V4(Ipv4Addr::from(addr as u32))
+        },
+        port,
+    }
+}
+
+/// A packet's key in canonical form, hashed, with the orientations to look for.
+#[derive(Clone, Copy, Debug, Default)]
+struct Prep {
+    a: u128,
+    b: u128,
+    ports: u32,
+    /// As [`Entry::meta`] without [`LOCAL_IS_A`].
+    meta: u16,
+    hash: u64,
+    /// `LOCAL_IS_A` or 0: the orientation sought first (the packet's own direction, or
+    /// "source is local" when the direction is unknown).
+    first: u16,
+    /// The direction that orientation means.
+    first_out: bool,
+    /// Direction unknown: fall back to "destination is local" (inbound), with this
+    /// orientation, when `first` is not held.
+    unknown: bool,
+    second: u16,
+}
+
+impl Prep {
+    #[inline]
+    fn new(p: &PacketMeta, hasher: &Hasher) -> Self {
+        let s = bits(&p.src);
+        let d = bits(&p.dst);
+        let (a, b) = if s <= d { (s, d) } else { (d, s) };
+        // The orientation in which `local` is the source / the destination. When both ends
+        // are equal both orientations are the same key (`LOCAL_IS_A`).
+        let out = if s <= d { LOCAL_IS_A } else { 0 };
+        let inb = if d <= s { LOCAL_IS_A } else { 0 };
+        let meta = u16::from(p.transport.proto()) | (u16::from(a.v6) << 8) | (u16::from(b.v6) << 9);
+        let ports = (u32::from(a.port) << 16) | u32::from(b.port);
+        let fold = |x: u128| (x as u64) ^ ((x >> 64) as u64).rotate_left(29);
+        let mut h = hasher.build_hasher();
+        h.write_u64(fold(a.addr));
+        h.write_u64(fold(b.addr));
+        h.write_u64((u64::from(ports) << 16) | u64::from(meta));
+        let (first, first_out, unknown) = match p.dir {
+            Some(Direction::In) => (inb, false, false),
+            Some(Direction::Out) => (out, true, false),
+            None => (out, true, true),
+        };
+        Self {
+            a: a.addr,
+            b: b.addr,
+            ports,
+            meta,
+            hash: h.finish(),
+            first,
+            first_out,
+            unknown,
+            second: inb,
+        }
+    }
+
+    #[inline]
+    fn tag(&self) -> u32 {
+        (self.hash >> 32) as u32
+    }
+
+    /// Whether `e` holds these endpoints (in either orientation).
+    #[inline]
+    fn same_ends(&self, e: &Entry) -> bool {
+        e.a == self.a && e.b == self.b && e.ports == self.ports && e.meta & !LOCAL_IS_A == self.meta
+    }
+}
+
+/// Where a probe ended.
+enum Probe {
+    /// The flow is held at this entry; the packet goes in this direction (true: outbound).
+    Hit(usize, bool),
+    /// Not held: insert it at this bucket with this orientation and direction; `other` is the
+    /// entry holding the opposite orientation, if any.
+    Miss {
+        bucket: usize,
+        orient: u16,
+        out: bool,
+        other: Option<usize>,
+    },
+}
+
+/// Hints the CPU to bring `p`'s cache line closer. Never faults, whatever the address.
+#[inline(always)]
+fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch instruction has no architectural effect and does not fault, even on
+    // an invalid address; `p` is only used as a hint.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p.cast::<i8>());
+    }
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: PRFM is a hint: it does not fault, does not write memory or flags, and `p` is
+    // only used as an address operand.
+    unsafe {
+        core::arch::asm!("prfm pldl1keep, [{0}]", in(reg) p, options(nostack, readonly, preserves_flags));
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    let _ = p;
 }
 
 /// The userspace flow table used by the pcap backends (the eBPF backend keeps its table in
 /// the kernel and builds [`Snapshot`]s from the maps).
 ///
-/// Per-port totals of packets whose flow is held are kept in the flow's slot and added to
-/// the totals at [`drain`](Self::drain) (one hash lookup per packet instead of three); packets
-/// of flows the table had no room for go to the totals directly, so totals stay exact.
+/// An open-addressing table of its own: a power-of-two index of `tag << 32 | entry + 1`
+/// words (linear probing, load at most one half, the tag being the hash's upper half) over
+/// a dense array of entries in arrival order, so the flows active at one moment sit close
+/// together in memory. Both orientations of a conversation hash alike, so a packet whose
+/// direction is unknown needs one probe to find its flow either way. Packets are applied in
+/// batches of [`BATCH`]: hashes first, then the index words prefetched, then the entries, then
+/// the updates in packet order (the result is the same as one packet at a time).
+///
+/// Per-port totals of packets whose flow is held are kept in the flow's entry and added to
+/// the totals at [`drain`](Self::drain); packets of flows the table had no room for go to the
+/// totals directly, so totals stay exact.
 #[derive(Debug)]
 pub struct FlowTable {
     capacity: usize,
-    flows: HashMap<PackedKey, Slot, Hasher>,
+    hasher: Hasher,
+    /// `tag << 32 | (entry index + 1)`, 0 when empty; length a power of two.
+    index: Vec<u64>,
+    mask: usize,
+    entries: Vec<Entry>,
     ports: HashMap<PortKey, PortCounts, Hasher>,
     health: Health,
     start: UnixNanos,
 }
 
+/// The smallest index the table starts with.
+const MIN_BUCKETS: usize = 1 << 12;
+
 impl FlowTable {
     /// A table that holds at most `capacity` flows per interval.
     pub fn new(capacity: usize, start: UnixNanos) -> Self {
+        // Index words hold entry + 1 in 32 bits.
+        let capacity = capacity.min(u32::MAX as usize - 1);
+        let buckets = MIN_BUCKETS;
         Self {
             capacity,
-            flows: HashMap::with_capacity_and_hasher(capacity.min(1 << 16), Hasher::default()),
+            hasher: Hasher::default(),
+            index: vec![0; buckets],
+            mask: buckets - 1,
+            entries: Vec::with_capacity(capacity.min(MIN_BUCKETS / 2)),
             ports: HashMap::default(),
             health: Health::default(),
             start,
@@ -207,116 +324,317 @@ impl FlowTable {
 
     /// Number of flows held now.
     pub fn len(&self) -> usize {
-        self.flows.len()
+        self.entries.len()
     }
 
     /// Whether the table holds no flows.
     pub fn is_empty(&self) -> bool {
-        self.flows.is_empty()
+        self.entries.is_empty()
     }
 
     /// Adds one packet.
     #[inline]
     pub fn ingest(&mut self, p: &PacketMeta) {
+        let pr = Prep::new(p, &self.hasher);
+        self.apply(p, &pr);
+    }
+
+    /// Adds packets in order; the same result as [`ingest`](Self::ingest) on each, faster.
+    pub fn ingest_batch(&mut self, packets: &[PacketMeta]) {
+        let mut prep = [Prep::default(); BATCH];
+        for chunk in packets.chunks(BATCH) {
+            for (p, pr) in chunk.iter().zip(prep.iter_mut()) {
+                *pr = Prep::new(p, &self.hasher);
+                prefetch(
+                    self.index
+                        .as_ptr()
+                        .wrapping_add(pr.hash as usize & self.mask),
+                );
+            }
+            for pr in prep.iter().take(chunk.len()) {
+                let word = self
+                    .index
+                    .get(pr.hash as usize & self.mask)
+                    .copied()
+                    .unwrap_or(0);
+                if word != 0 && (word >> 32) as u32 == pr.tag() {
+                    let e = self
+                        .entries
+                        .as_ptr()
+                        .wrapping_add((word as u32 as usize).wrapping_sub(1));
+                    prefetch(e);
+                    prefetch(e.cast::<u8>().wrapping_add(64));
+                }
+            }
+            for (p, pr) in chunk.iter().zip(prep.iter()) {
+                self.apply(p, pr);
+            }
+        }
+    }
+
+    /// Finds the packet's flow (one probe sequence whatever its direction).
+    #[inline]
+    fn probe(&self, pr: &Prep) -> Probe {
+        let tag = pr.tag();
+        let mut i = pr.hash as usize & self.mask;
+        let mut other = None;
+        loop {
+            let word = self.index.get(i).copied().unwrap_or(0);
+            if word == 0 {
+                return if pr.unknown {
+                    // Neither orientation is held: the destination is taken as local.
+                    Probe::Miss {
+                        bucket: i,
+                        orient: pr.second,
+                        out: false,
+                        other: None,
+                    }
+                } else {
+                    Probe::Miss {
+                        bucket: i,
+                        orient: pr.first,
+                        out: pr.first_out,
+                        other,
+                    }
+                };
+            }
+            if (word >> 32) as u32 == tag {
+                let at = (word as u32 as usize).wrapping_sub(1);
+                if let Some(e) = self.entries.get(at)
+                    && pr.same_ends(e)
+                {
+                    if e.meta & LOCAL_IS_A == pr.first {
+                        return Probe::Hit(at, pr.first_out);
+                    }
+                    // The opposite orientation. Unless both are held, the sought one is not.
+                    if e.bits & TWIN == 0 {
+                        if pr.unknown {
+                            return Probe::Hit(at, false);
+                        }
+                        other = Some(at);
+                    }
+                }
+            }
+            i = (i + 1) & self.mask;
+        }
+    }
+
+    #[inline]
+    fn apply(&mut self, p: &PacketMeta, pr: &Prep) {
         self.health.packets_seen += 1;
         let tcp = p.transport == Transport::Tcp;
+        let f = if tcp { p.tcp_flags } else { 0 };
+        let segments = p.segments.max(1);
+        let (at, out) = match self.probe(pr) {
+            Probe::Hit(at, out) => (at, out),
+            Probe::Miss {
+                bucket,
+                orient,
+                out,
+                other,
+            } => match self.insert(p, pr, bucket, orient, other) {
+                Some(at) => (at, out),
+                None => {
+                    self.count_unheld(p, pr, orient, out, segments);
+                    return;
+                }
+            },
+        };
+        let Some(e) = self.entries.get_mut(at) else {
+            return;
+        };
+        let d = usize::from(out);
+        if let (Some(c), Some(fl)) = (e.dirs.get_mut(d), e.flags.get_mut(d)) {
+            c.packets = c.packets.saturating_add(1);
+            c.bytes = c.bytes.saturating_add(u64::from(p.wire_len));
+            *fl |= p.tcp_flags;
+            if f != 0 {
+                let syn = f & TcpFlags::SYN != 0;
+                let ack = f & TcpFlags::ACK != 0;
+                c.syn = c.syn.saturating_add(u32::from(syn && !ack));
+                c.synack = c.synack.saturating_add(u32::from(syn && ack));
+                c.fin = c.fin.saturating_add(u32::from(f & TcpFlags::FIN != 0));
+                c.rst = c.rst.saturating_add(u32::from(f & TcpFlags::RST != 0));
+            }
+        }
+        e.first_seen = e.first_seen.min(p.ts);
+        e.last_seen = e.last_seen.max(p.ts);
+        if segments > 1 {
+            let (local, remote) = ends(e.meta, e.ports);
+            self.add_ports(
+                p.transport,
+                local,
+                remote,
+                out,
+                &PortCounts {
+                    segments: u64::from(segments - 1),
+                    ..PortCounts::default()
+                },
+            );
+        }
+    }
+
+    /// Holds a new flow at `bucket` (growing the index first if it is half full); `None` when
+    /// the table is at capacity.
+    fn insert(
+        &mut self,
+        p: &PacketMeta,
+        pr: &Prep,
+        mut bucket: usize,
+        orient: u16,
+        other: Option<usize>,
+    ) -> Option<usize> {
+        let at = self.entries.len();
+        if at >= self.capacity {
+            return None;
+        }
+        if (at + 1) * 2 > self.index.len() {
+            self.grow();
+            bucket = self.free_bucket(pr.hash);
+        }
+        let mut bits = if p.dir.is_some() { KNOWN } else { 0 };
+        if let Some(o) = other.and_then(|o| self.entries.get_mut(o)) {
+            o.bits |= TWIN;
+            bits |= TWIN;
+        }
+        self.entries.push(Entry {
+            a: pr.a,
+            b: pr.b,
+            first_seen: p.ts,
+            last_seen: p.ts,
+            ports: pr.ports,
+            meta: pr.meta | orient,
+            bits,
+            flags: [0; 2],
+            dirs: [DirCounts::default(); 2],
+        });
+        if let Some(w) = self.index.get_mut(bucket) {
+            *w = (u64::from(pr.tag()) << 32) | (at as u64 + 1);
+        }
+        Some(at)
+    }
+
+    /// The first empty bucket of `hash`'s probe sequence.
+    fn free_bucket(&self, hash: u64) -> usize {
+        let mut i = hash as usize & self.mask;
+        while self.index.get(i).is_some_and(|w| *w != 0) {
+            i = (i + 1) & self.mask;
+        }
+        i
+    }
+
+    /// Doubles the index and re-places every entry.
+    #[cold]
+    fn grow(&mut self) {
+        let buckets = self.index.len() * 2;
+        self.index = vec![0; buckets];
+        self.mask = buckets - 1;
+        for at in 0..self.entries.len() {
+            let Some(e) = self.entries.get(at) else { break };
+            let hash = self.rehash(e);
+            let b = self.free_bucket(hash);
+            if let Some(w) = self.index.get_mut(b) {
+                *w = (hash >> 32 << 32) | (at as u64 + 1);
+            }
+        }
+    }
+
+    fn rehash(&self, e: &Entry) -> u64 {
+        let fold = |x: u128| (x as u64) ^ ((x >> 64) as u64).rotate_left(29);
+        let mut h = self.hasher.build_hasher();
+        h.write_u64(fold(e.a));
+        h.write_u64(fold(e.b));
+        h.write_u64((u64::from(e.ports) << 16) | u64::from(e.meta & !LOCAL_IS_A));
+        h.finish()
+    }
+
+    /// A packet of a flow the table had no room for: straight into the totals.
+    #[cold]
+    fn count_unheld(&mut self, p: &PacketMeta, pr: &Prep, orient: u16, out: bool, segments: u32) {
+        self.health.flow_table_full += 1;
+        let (local, remote) = ends(pr.meta | orient, pr.ports);
+        let tcp = p.transport == Transport::Tcp;
         let f = p.tcp_flags;
-        let syn = tcp && f & TcpFlags::SYN != 0 && f & TcpFlags::ACK == 0;
-        let x = Extra {
-            segments: p.segments.max(1),
-            syn: u32::from(syn),
-            synack: u32::from(tcp && TcpFlags(f).has(TcpFlags::SYN | TcpFlags::ACK)),
-            fin: u32::from(tcp && f & TcpFlags::FIN != 0),
-            rst: u32::from(tcp && f & TcpFlags::RST != 0),
+        let pc = PortCounts {
+            packets: 1,
+            segments: u64::from(segments),
+            bytes: u64::from(p.wire_len),
+            syn: u64::from(tcp && f & TcpFlags::SYN != 0 && f & TcpFlags::ACK == 0),
+            synack: u64::from(tcp && TcpFlags(f).has(TcpFlags::SYN | TcpFlags::ACK)),
+            fin: u64::from(tcp && f & TcpFlags::FIN != 0),
+            rst: u64::from(tcp && f & TcpFlags::RST != 0),
         };
-        let (key, packed, dir, known) = match p.dir {
-            Some(Direction::In) => (
-                self::as_in(p),
-                pack(p.transport, &p.dst, &p.src),
-                Direction::In,
-                true,
-            ),
-            Some(Direction::Out) => (
-                self::as_out(p),
-                pack(p.transport, &p.src, &p.dst),
-                Direction::Out,
-                true,
-            ),
-            None => {
-                let out = pack(p.transport, &p.src, &p.dst);
-                if let Some(slot) = self.flows.get_mut(&out) {
-                    update(slot, p, Direction::Out, &x);
-                    return;
-                }
-                (
-                    self::as_in(p),
-                    pack(p.transport, &p.dst, &p.src),
-                    Direction::In,
-                    false,
-                )
-            }
-        };
-        let full = self.flows.len() >= self.capacity;
-        match self.flows.entry(packed) {
-            std::collections::hash_map::Entry::Occupied(mut o) => update(o.get_mut(), p, dir, &x),
-            std::collections::hash_map::Entry::Vacant(v) => {
-                if full {
-                    self.health.flow_table_full += 1;
-                    let pc = port_counts(1, u64::from(p.wire_len), &x);
-                    for (side, port) in [
-                        (Side::Local, key.local.port),
-                        (Side::Remote, key.remote.port),
-                    ] {
-                        self.ports
-                            .entry((p.transport, port, side, dir))
-                            .or_default()
-                            .add(&pc);
-                    }
-                    return;
-                }
-                let slot = v.insert(Slot {
-                    stats: FlowStats {
-                        first_seen: p.ts,
-                        ..FlowStats::default()
-                    },
-                    known,
-                    extra: [Extra::default(); 2],
-                });
-                update(slot, p, dir, &x);
-            }
+        self.add_ports(p.transport, local, remote, out, &pc);
+    }
+
+    fn add_ports(&mut self, t: Transport, local: u16, remote: u16, out: bool, pc: &PortCounts) {
+        let dir = if out { Direction::Out } else { Direction::In };
+        for (side, port) in [(Side::Local, local), (Side::Remote, remote)] {
+            self.ports.entry((t, port, side, dir)).or_default().add(pc);
         }
     }
 
     /// Ends the interval at `end`: returns everything seen since the last drain and starts a
     /// new, empty interval.
     pub fn drain(&mut self, end: UnixNanos) -> Snapshot {
-        let mut flows: Vec<FlowRecord> = Vec::with_capacity(self.flows.len());
-        for (packed, slot) in self.flows.drain() {
-            let key = packed.unpack();
-            let st = &slot.stats;
-            for (dir, counts, x) in [
-                (Direction::In, st.inbound, &slot.extra[0]),
-                (Direction::Out, st.outbound, &slot.extra[1]),
-            ] {
-                if counts.packets == 0 {
+        let mut flows: Vec<FlowRecord> = Vec::with_capacity(self.entries.len());
+        let entries = std::mem::take(&mut self.entries);
+        for e in &entries {
+            let transport = Transport::from_proto(e.meta as u8);
+            let a = endpoint(e.a, e.meta & (1 << 8) != 0, (e.ports >> 16) as u16);
+            let b = endpoint(e.b, e.meta & (1 << 9) != 0, e.ports as u16);
+            let (local, remote) = if e.meta & LOCAL_IS_A != 0 {
+                (a, b)
+            } else {
+                (b, a)
+            };
+            let [inb, outb] = e.dirs;
+            for (out, c) in [(false, &inb), (true, &outb)] {
+                if c.packets == 0 {
                     continue;
                 }
-                let pc = port_counts(counts.packets, counts.bytes, x);
-                let t = key.transport;
-                for (side, port) in [
-                    (Side::Local, key.local.port),
-                    (Side::Remote, key.remote.port),
-                ] {
-                    self.ports.entry((t, port, side, dir)).or_default().add(&pc);
-                }
+                let pc = PortCounts {
+                    packets: c.packets,
+                    segments: c.packets,
+                    bytes: c.bytes,
+                    syn: u64::from(c.syn),
+                    synack: u64::from(c.synack),
+                    fin: u64::from(c.fin),
+                    rst: u64::from(c.rst),
+                };
+                self.add_ports(transport, local.port, remote.port, out, &pc);
             }
+            let [flags_in, flags_out] = e.flags;
             flows.push(FlowRecord {
-                key,
-                stats: slot.stats,
-                vantage_known: slot.known,
+                key: FlowKey {
+                    transport,
+                    local,
+                    remote,
+                },
+                stats: FlowStats {
+                    inbound: Counts {
+                        packets: inb.packets,
+                        bytes: inb.bytes,
+                    },
+                    outbound: Counts {
+                        packets: outb.packets,
+                        bytes: outb.bytes,
+                    },
+                    flags_in: TcpFlags(flags_in),
+                    flags_out: TcpFlags(flags_out),
+                    syn_in: inb.syn,
+                    syn_out: outb.syn,
+                    first_seen: e.first_seen,
+                    last_seen: e.last_seen,
+                },
+                vantage_known: e.bits & KNOWN != 0,
             });
         }
-        flows.sort_by_key(|f| f.key);
+        // Keep the allocations for the next interval.
+        self.entries = entries;
+        self.entries.clear();
+        self.index.fill(0);
+        flows.sort_unstable_by_key(|f| f.key);
         let mut ports: Vec<PortTotal> = self
             .ports
             .drain()
@@ -328,7 +646,7 @@ impl FlowTable {
                 counts,
             })
             .collect();
-        ports.sort_by_key(|p| (p.transport, p.port, p.side, p.dir));
+        ports.sort_unstable_by_key(|p| (p.transport, p.port, p.side, p.dir));
         let snap = Snapshot {
             start: self.start,
             end,
@@ -341,60 +659,15 @@ impl FlowTable {
     }
 }
 
+/// The local and remote ports of an entry's `meta` and `ports`.
 #[inline]
-fn as_in(p: &PacketMeta) -> FlowKey {
-    FlowKey {
-        transport: p.transport,
-        local: p.dst,
-        remote: p.src,
+fn ends(meta: u16, ports: u32) -> (u16, u16) {
+    let (a, b) = ((ports >> 16) as u16, ports as u16);
+    if meta & LOCAL_IS_A != 0 {
+        (a, b)
+    } else {
+        (b, a)
     }
-}
-
-#[inline]
-fn as_out(p: &PacketMeta) -> FlowKey {
-    FlowKey {
-        transport: p.transport,
-        local: p.src,
-        remote: p.dst,
-    }
-}
-
-#[inline]
-fn port_counts(packets: u64, bytes: u64, x: &Extra) -> PortCounts {
-    PortCounts {
-        packets,
-        segments: u64::from(x.segments),
-        bytes,
-        syn: u64::from(x.syn),
-        synack: u64::from(x.synack),
-        fin: u64::from(x.fin),
-        rst: u64::from(x.rst),
-    }
-}
-
-#[inline]
-fn update(slot: &mut Slot, p: &PacketMeta, dir: Direction, x: &Extra) {
-    let st = &mut slot.stats;
-    let c = Counts {
-        packets: 1,
-        bytes: u64::from(p.wire_len),
-    };
-    let (i, counts, flags, syns) = match dir {
-        Direction::In => (0, &mut st.inbound, &mut st.flags_in, &mut st.syn_in),
-        Direction::Out => (1, &mut st.outbound, &mut st.flags_out, &mut st.syn_out),
-    };
-    counts.add(c);
-    flags.0 |= p.tcp_flags;
-    *syns = syns.saturating_add(x.syn);
-    if let Some(e) = slot.extra.get_mut(i) {
-        e.segments = e.segments.saturating_add(x.segments);
-        e.syn = e.syn.saturating_add(x.syn);
-        e.synack = e.synack.saturating_add(x.synack);
-        e.fin = e.fin.saturating_add(x.fin);
-        e.rst = e.rst.saturating_add(x.rst);
-    }
-    st.first_seen = st.first_seen.min(p.ts);
-    st.last_seen = st.last_seen.max(p.ts);
 }
 
 #[cfg(test)]
@@ -567,59 +840,126 @@ mod tests {
         }
     }
 
-    #[test]
-    fn packed_deferred_table_agrees_with_the_reference_semantics() {
+    /// Random packets over `addrs` addresses and `ports` port numbers (few: many collisions,
+    /// both orientations of a conversation, equal ends; many: index growth).
+    fn random_packets(seed: u64, n: u64, addrs: u64, ports: u64) -> Vec<PacketMeta> {
         use std::net::Ipv6Addr;
-        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rng = seed;
         let mut next = move |n: u64| {
             rng ^= rng << 13;
             rng ^= rng >> 7;
             rng ^= rng << 17;
             rng % n
         };
-        for capacity in [1usize, 5, 40, 10_000] {
-            let mut packets = Vec::new();
-            for i in 0..3000u64 {
-                let v6 = next(4) == 0;
-                let addr = |k: u64| {
-                    if v6 {
-                        IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, k as u16))
-                    } else {
-                        IpAddr::V4(Ipv4Addr::new(10, 0, 0, k as u8))
-                    }
-                };
-                let transport = [
-                    Transport::Tcp,
-                    Transport::Udp,
-                    Transport::Icmp,
-                    Transport::Other(47),
-                ][next(4) as usize];
-                packets.push(PacketMeta {
-                    ts: 1000 + i * 3 - next(5),
-                    transport,
-                    src: Endpoint {
-                        addr: addr(next(4)),
-                        port: [22, 443, 40000, 40001, 0][next(5) as usize],
-                    },
-                    dst: Endpoint {
-                        addr: addr(next(4)),
-                        port: [22, 443, 40000, 40001, 0][next(5) as usize],
-                    },
-                    dir: [None, Some(Direction::In), Some(Direction::Out)][next(3) as usize],
-                    wire_len: 60 + next(1400) as u32,
-                    segments: 1 + u32::from(next(10) == 0) * 3,
-                    tcp_flags: next(256) as u8,
-                });
-            }
-            let mut t = FlowTable::new(capacity, 0);
-            for p in &packets {
-                t.ingest(p);
-            }
-            assert_eq!(
-                t.drain(99_999),
-                reference(capacity, &packets, 99_999),
-                "capacity {capacity}"
-            );
+        let port_pick = [22, 443, 40000, 40001, 0];
+        let mut packets = Vec::new();
+        for i in 0..n {
+            let v6 = next(4) == 0;
+            let addr = |k: u64| {
+                if v6 {
+                    IpAddr::V6(Ipv6Addr::new(
+                        0xfd00,
+                        0,
+                        0,
+                        0,
+                        0,
+                        0,
+                        (k >> 16) as u16,
+                        k as u16,
+                    ))
+                } else {
+                    IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + k as u32))
+                }
+            };
+            let port = |r: u64| {
+                if ports <= 5 {
+                    port_pick[r as usize % 5]
+                } else {
+                    r as u16
+                }
+            };
+            let transport = [
+                Transport::Tcp,
+                Transport::Udp,
+                Transport::Icmp,
+                Transport::Other(47),
+            ][next(4) as usize];
+            let (s, sp, d, dp) = (next(addrs), next(ports), next(addrs), next(ports));
+            packets.push(PacketMeta {
+                ts: 1000 + i * 3 - next(5),
+                transport,
+                src: Endpoint {
+                    addr: addr(s),
+                    port: port(sp),
+                },
+                dst: Endpoint {
+                    addr: addr(d),
+                    port: port(dp),
+                },
+                dir: [None, Some(Direction::In), Some(Direction::Out)][next(3) as usize],
+                wire_len: 60 + next(1400) as u32,
+                segments: 1 + u32::from(next(10) == 0) * 3,
+                tcp_flags: next(256) as u8,
+            });
         }
+        packets
+    }
+
+    #[test]
+    fn packed_deferred_table_agrees_with_the_reference_semantics() {
+        for (seed, n, addrs, ports, capacities) in [
+            (
+                0x9e37_79b9_7f4a_7c15u64,
+                3000,
+                4,
+                5,
+                &[1usize, 5, 40, 10_000][..],
+            ),
+            // Enough distinct flows to grow the index several times, and to fill the table.
+            (
+                0x1234_5678_9abc_def1,
+                40_000,
+                300,
+                20,
+                &[7_000, 1 << 20][..],
+            ),
+        ] {
+            let packets = random_packets(seed, n, addrs, ports);
+            for &capacity in capacities {
+                let want = reference(capacity, &packets, 99_999);
+                let mut t = FlowTable::new(capacity, 0);
+                for p in &packets {
+                    t.ingest(p);
+                }
+                assert_eq!(t.drain(99_999), want, "one at a time, capacity {capacity}");
+                // Batches of every size up to a few times BATCH, in one table.
+                let mut t = FlowTable::new(capacity, 0);
+                let mut rest = &packets[..];
+                let mut k = 0;
+                while !rest.is_empty() {
+                    let (now, later) = rest.split_at((k % (3 * BATCH + 1)).min(rest.len()));
+                    t.ingest_batch(now);
+                    rest = later;
+                    k += 7;
+                }
+                assert_eq!(t.drain(99_999), want, "in batches, capacity {capacity}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_packet_from_an_endpoint_to_itself_is_one_flow() {
+        let packets: Vec<PacketMeta> = [None, Some(Direction::In), None, Some(Direction::Out)]
+            .into_iter()
+            .map(|dir| udp(ep(1, 53), ep(1, 53), dir))
+            .collect();
+        let mut t = FlowTable::new(16, 0);
+        t.ingest_batch(&packets);
+        let s = t.drain(10);
+        assert_eq!(s, reference(16, &packets, 10));
+        // In and Out of the same key: one flow, held as the first packet saw it.
+        assert_eq!(s.flows.len(), 1);
+        assert_eq!(s.flows[0].stats.inbound.packets, 2);
+        assert_eq!(s.flows[0].stats.outbound.packets, 2);
     }
 }
