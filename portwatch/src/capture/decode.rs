@@ -185,7 +185,7 @@ fn byte(d: &[u8], off: usize) -> Option<u8> {
 }
 
 /// Decodes one captured frame of link type `link`.
-#[inline]
+#[inline(always)]
 pub fn decode(link: LinkType, frame: &[u8]) -> Result<Decoded, Skip> {
     match link {
         LinkType::Ethernet => ethernet(frame, 0, None),
@@ -201,7 +201,7 @@ pub fn decode(link: LinkType, frame: &[u8]) -> Result<Decoded, Skip> {
 }
 
 /// Ethernet (and the part of SLL/SLL2 after the protocol field): VLAN tags, then IP.
-#[inline]
+#[inline(always)]
 fn ethernet(frame: &[u8], adjust: i32, dir: Option<Direction>) -> Result<Decoded, Skip> {
     let mut ethertype = be16(frame, 12).ok_or(Skip::Truncated)?;
     let mut off = 14usize;
@@ -218,7 +218,7 @@ fn ethernet(frame: &[u8], adjust: i32, dir: Option<Direction>) -> Result<Decoded
     after_ethertype(frame.get(off..).unwrap_or_default(), ethertype, adjust, dir)
 }
 
-#[inline]
+#[inline(always)]
 fn after_ethertype(
     l3: &[u8],
     ethertype: u16,
@@ -332,7 +332,7 @@ fn bsd_loopback(frame: &[u8], network_order: bool) -> Result<Decoded, Skip> {
     }
 }
 
-#[inline]
+#[inline(always)]
 fn ipv4(d: &[u8], adjust: i32, dir: Option<Direction>) -> Result<Decoded, Skip> {
     let [
         vihl,
@@ -457,7 +457,7 @@ fn ipv6(d: &[u8], adjust: i32, dir: Option<Direction>) -> Result<Decoded, Skip> 
     Err(Skip::Malformed)
 }
 
-#[inline]
+#[inline(always)]
 fn transport(
     proto: u8,
     l4: &[u8],

@@ -82,9 +82,15 @@ pub struct Snapshot {
 
 type PortKey = (Transport, u16, Side, Direction);
 
-/// Packets the table works on at once: their hashes are computed and their buckets
-/// prefetched before any of them is applied, so the memory accesses overlap.
-pub const BATCH: usize = 32;
+/// Packets a caller should hand to [`FlowTable::ingest_batch`] at once.
+pub const BATCH: usize = 256;
+
+/// How far ahead of the packet being applied its successors are hashed (and their index
+/// words prefetched), and their entries prefetched; the ring holds the hashed packets.
+const AHEAD_INDEX: usize = 16;
+const AHEAD_ENTRY: usize = 8;
+const RING: usize = 32;
+const _: () = assert!(AHEAD_ENTRY < AHEAD_INDEX && AHEAD_INDEX < RING && RING.is_power_of_two());
 
 /// foldhash with a per-table random seed: fast, and the random seed keeps crafted traffic from
 /// choosing colliding keys in advance.
@@ -134,8 +140,8 @@ struct Entry {
 
 const _: () = assert!(std::mem::size_of::<Entry>() == 128);
 
-/// One endpoint as integers, ordered by (family, address, port).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+/// One endpoint as integers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Bits {
     v6: bool,
     addr: u128,
@@ -190,15 +196,19 @@ struct Prep {
 }
 
 impl Prep {
-    #[inline]
+    #[inline(always)]
     fn new(p: &PacketMeta, hasher: &Hasher) -> Self {
         let s = bits(&p.src);
         let d = bits(&p.dst);
-        let (a, b) = if s <= d { (s, d) } else { (d, s) };
+        // Any total order does; this one compares the address first.
+        let rest = |e: &Bits| (u32::from(e.v6) << 16) | u32::from(e.port);
+        let s_le_d = s.addr < d.addr || (s.addr == d.addr && rest(&s) <= rest(&d));
+        let d_le_s = d.addr < s.addr || (s.addr == d.addr && rest(&d) <= rest(&s));
+        let (a, b) = if s_le_d { (s, d) } else { (d, s) };
         // The orientation in which `local` is the source / the destination. When both ends
         // are equal both orientations are the same key (`LOCAL_IS_A`).
-        let out = if s <= d { LOCAL_IS_A } else { 0 };
-        let inb = if d <= s { LOCAL_IS_A } else { 0 };
+        let out = if s_le_d { LOCAL_IS_A } else { 0 };
+        let inb = if d_le_s { LOCAL_IS_A } else { 0 };
         let meta = u16::from(p.transport.proto()) | (u16::from(a.v6) << 8) | (u16::from(b.v6) << 9);
         let ports = (u32::from(a.port) << 16) | u32::from(b.port);
         let fold = |x: u128| (x as u64) ^ ((x >> 64) as u64).rotate_left(29);
@@ -269,6 +279,34 @@ fn prefetch<T>(p: *const T) {
     let _ = p;
 }
 
+/// Asks the kernel to back `v`'s buffer with transparent huge pages where it can (the
+/// aligned 2 MiB stretches inside it): random accesses into a large index otherwise miss the
+/// TLB on most packets. A hint only; elsewhere than Linux, nothing.
+fn advise_huge<T>(v: &Vec<T>) {
+    #[cfg(target_os = "linux")]
+    {
+        const HUGE: usize = 2 << 20;
+        let start = v.as_ptr() as usize;
+        let len = v.capacity().saturating_mul(std::mem::size_of::<T>());
+        let (Some(from), Some(end)) =
+            (start.checked_next_multiple_of(HUGE), start.checked_add(len))
+        else {
+            return;
+        };
+        let to = end / HUGE * HUGE;
+        if to > from {
+            // SAFETY: madvise(MADV_HUGEPAGE) changes neither the contents nor the validity of
+            // memory; [from, to) lies inside the buffer `v` owns, and the pointer is not used
+            // to access anything.
+            unsafe {
+                libc::madvise(from as *mut libc::c_void, to - from, libc::MADV_HUGEPAGE);
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = v;
+}
+
 /// The userspace flow table used by the pcap backends (the eBPF backend keeps its table in
 /// the kernel and builds [`Snapshot`]s from the maps).
 ///
@@ -276,9 +314,9 @@ fn prefetch<T>(p: *const T) {
 /// words (linear probing, load at most one half, the tag being the hash's upper half) over
 /// a dense array of entries in arrival order, so the flows active at one moment sit close
 /// together in memory. Both orientations of a conversation hash alike, so a packet whose
-/// direction is unknown needs one probe to find its flow either way. Packets are applied in
-/// batches of [`BATCH`]: hashes first, then the index words prefetched, then the entries, then
-/// the updates in packet order (the result is the same as one packet at a time).
+/// direction is unknown needs one probe to find its flow either way. Packets given in a
+/// batch are hashed and their index words and entries prefetched a few packets ahead of
+/// their update (the result is the same as one packet at a time).
 ///
 /// Per-port totals of packets whose flow is held are kept in the flow's entry and added to
 /// the totals at [`drain`](Self::drain); packets of flows the table had no room for go to the
@@ -291,7 +329,8 @@ pub struct FlowTable {
     index: Vec<u64>,
     mask: usize,
     entries: Vec<Entry>,
-    ports: HashMap<PortKey, PortCounts, Hasher>,
+    /// Per-port totals keyed by [`port_key`].
+    ports: HashMap<u64, PortCounts, Hasher>,
     health: Health,
     start: UnixNanos,
 }
@@ -339,36 +378,57 @@ impl FlowTable {
         self.apply(p, &pr);
     }
 
-    /// Adds packets in order; the same result as [`ingest`](Self::ingest) on each, faster.
+    /// Adds packets in order; the same result as [`ingest`](Self::ingest) on each, faster: a
+    /// software pipeline hashes packet `i + AHEAD_INDEX` and prefetches its index word, reads
+    /// the index word of packet `i + AHEAD_ENTRY` and prefetches its entry, then applies packet
+    /// `i`. Callers should pass a few hundred packets at a time.
     pub fn ingest_batch(&mut self, packets: &[PacketMeta]) {
-        let mut prep = [Prep::default(); BATCH];
-        for chunk in packets.chunks(BATCH) {
-            for (p, pr) in chunk.iter().zip(prep.iter_mut()) {
-                *pr = Prep::new(p, &self.hasher);
-                prefetch(
-                    self.index
-                        .as_ptr()
-                        .wrapping_add(pr.hash as usize & self.mask),
-                );
+        let mut ring = [Prep::default(); RING];
+        let n = packets.len();
+        for (j, p) in packets.iter().enumerate().take(AHEAD_INDEX) {
+            self.prepare(p, &mut ring[j % RING]);
+        }
+        for pr in ring.iter().take(AHEAD_ENTRY.min(n)) {
+            self.prefetch_entry(pr);
+        }
+        for (i, p) in packets.iter().enumerate() {
+            if let Some(q) = packets.get(i + AHEAD_INDEX) {
+                self.prepare(q, &mut ring[(i + AHEAD_INDEX) % RING]);
             }
-            for pr in prep.iter().take(chunk.len()) {
-                let word = self
-                    .index
-                    .get(pr.hash as usize & self.mask)
-                    .copied()
-                    .unwrap_or(0);
-                if word != 0 && (word >> 32) as u32 == pr.tag() {
-                    let e = self
-                        .entries
-                        .as_ptr()
-                        .wrapping_add((word as u32 as usize).wrapping_sub(1));
-                    prefetch(e);
-                    prefetch(e.cast::<u8>().wrapping_add(64));
-                }
+            if i + AHEAD_ENTRY < n {
+                self.prefetch_entry(&ring[(i + AHEAD_ENTRY) % RING]);
             }
-            for (p, pr) in chunk.iter().zip(prep.iter()) {
-                self.apply(p, pr);
-            }
+            let pr = ring[i % RING];
+            self.apply(p, &pr);
+        }
+    }
+
+    /// Hashes `p` into `pr` and prefetches its home index word.
+    #[inline(always)]
+    fn prepare(&self, p: &PacketMeta, pr: &mut Prep) {
+        *pr = Prep::new(p, &self.hasher);
+        prefetch(
+            self.index
+                .as_ptr()
+                .wrapping_add(pr.hash as usize & self.mask),
+        );
+    }
+
+    /// Prefetches the entry the home index word of `pr` points to, if its tag matches.
+    #[inline(always)]
+    fn prefetch_entry(&self, pr: &Prep) {
+        let word = self
+            .index
+            .get(pr.hash as usize & self.mask)
+            .copied()
+            .unwrap_or(0);
+        if word != 0 && (word >> 32) as u32 == pr.tag() {
+            let e = self
+                .entries
+                .as_ptr()
+                .wrapping_add((word as u32 as usize).wrapping_sub(1));
+            prefetch(e);
+            prefetch(e.cast::<u8>().wrapping_add(64));
         }
     }
 
@@ -492,6 +552,10 @@ impl FlowTable {
             self.grow();
             bucket = self.free_bucket(pr.hash);
         }
+        if self.entries.len() == self.entries.capacity() {
+            self.entries.reserve(self.entries.len().max(MIN_BUCKETS));
+            advise_huge(&self.entries);
+        }
         let mut bits = if p.dir.is_some() { KNOWN } else { 0 };
         if let Some(o) = other.and_then(|o| self.entries.get_mut(o)) {
             o.bits |= TWIN;
@@ -528,6 +592,7 @@ impl FlowTable {
     fn grow(&mut self) {
         let buckets = self.index.len() * 2;
         self.index = vec![0; buckets];
+        advise_huge(&self.index);
         self.mask = buckets - 1;
         for at in 0..self.entries.len() {
             let Some(e) = self.entries.get(at) else { break };
@@ -570,7 +635,10 @@ impl FlowTable {
     fn add_ports(&mut self, t: Transport, local: u16, remote: u16, out: bool, pc: &PortCounts) {
         let dir = if out { Direction::Out } else { Direction::In };
         for (side, port) in [(Side::Local, local), (Side::Remote, remote)] {
-            self.ports.entry((t, port, side, dir)).or_default().add(pc);
+            self.ports
+                .entry(port_key(t, port, side, dir))
+                .or_default()
+                .add(pc);
         }
     }
 
@@ -634,19 +702,26 @@ impl FlowTable {
         self.entries = entries;
         self.entries.clear();
         self.index.fill(0);
-        flows.sort_unstable_by_key(|f| f.key);
-        let mut ports: Vec<PortTotal> = self
-            .ports
-            .drain()
-            .map(|((transport, port, side, dir), counts)| PortTotal {
-                transport,
-                port,
-                side,
-                dir,
-                counts,
+        // Sorted by FlowKey's order, through integer keys (comparing FlowKeys walks enums).
+        let mut keyed: Vec<(FlowOrder, FlowRecord)> =
+            flows.into_iter().map(|f| (flow_order(&f.key), f)).collect();
+        keyed.sort_unstable_by_key(|x| x.0);
+        let flows: Vec<FlowRecord> = keyed.into_iter().map(|(_, f)| f).collect();
+        let mut ports: Vec<(u64, PortCounts)> = self.ports.drain().collect();
+        ports.sort_unstable_by_key(|(k, _)| *k);
+        let ports: Vec<PortTotal> = ports
+            .into_iter()
+            .map(|(k, counts)| {
+                let (transport, port, side, dir) = port_key_parts(k);
+                PortTotal {
+                    transport,
+                    port,
+                    side,
+                    dir,
+                    counts,
+                }
             })
             .collect();
-        ports.sort_unstable_by_key(|p| (p.transport, p.port, p.side, p.dir));
         let snap = Snapshot {
             start: self.start,
             end,
@@ -657,6 +732,69 @@ impl FlowTable {
         self.start = end;
         snap
     }
+}
+
+/// A transport's rank in [`Transport`]'s derived order.
+fn transport_rank(t: Transport) -> u16 {
+    match t {
+        Transport::Tcp => 0,
+        Transport::Udp => 1 << 8,
+        Transport::Sctp => 2 << 8,
+        Transport::Icmp => 3 << 8,
+        Transport::Icmpv6 => 4 << 8,
+        Transport::Other(n) => (5 << 8) | u16::from(n),
+    }
+}
+
+fn transport_of_rank(r: u16) -> Transport {
+    match r >> 8 {
+        0 => Transport::Tcp,
+        1 => Transport::Udp,
+        2 => Transport::Sctp,
+        3 => Transport::Icmp,
+        4 => Transport::Icmpv6,
+        _ => Transport::Other(r as u8),
+    }
+}
+
+/// A [`PortKey`] as one integer whose order is the tuple's.
+fn port_key(t: Transport, port: u16, side: Side, dir: Direction) -> u64 {
+    (u64::from(transport_rank(t)) << 32)
+        | (u64::from(port) << 16)
+        | (u64::from(side == Side::Remote) << 8)
+        | u64::from(dir == Direction::Out)
+}
+
+fn port_key_parts(k: u64) -> PortKey {
+    (
+        transport_of_rank((k >> 32) as u16),
+        (k >> 16) as u16,
+        if k & (1 << 8) != 0 {
+            Side::Remote
+        } else {
+            Side::Local
+        },
+        if k & 1 != 0 {
+            Direction::Out
+        } else {
+            Direction::In
+        },
+    )
+}
+
+/// [`FlowKey`]'s derived order as integers: transport, then each endpoint's family, address
+/// and port.
+type FlowOrder = (u32, u128, u32, u128, u16);
+
+fn flow_order(k: &FlowKey) -> FlowOrder {
+    let (l, r) = (bits(&k.local), bits(&k.remote));
+    (
+        (u32::from(transport_rank(k.transport)) << 1) | u32::from(l.v6),
+        l.addr,
+        (u32::from(l.port) << 1) | u32::from(r.v6),
+        r.addr,
+        r.port,
+    )
 }
 
 /// The local and remote ports of an entry's `meta` and `ports`.
@@ -943,6 +1081,53 @@ mod tests {
                     k += 7;
                 }
                 assert_eq!(t.drain(99_999), want, "in batches, capacity {capacity}");
+            }
+        }
+    }
+
+    #[test]
+    fn integer_orders_match_the_derived_orders() {
+        let packets = random_packets(0x5eed, 2000, 300, 70_000);
+        let mut keys: Vec<FlowKey> = packets
+            .iter()
+            .map(|p| FlowKey {
+                transport: p.transport,
+                local: p.src,
+                remote: p.dst,
+            })
+            .collect();
+        keys.push(FlowKey {
+            transport: Transport::Other(200),
+            local: ep(1, 1),
+            remote: ep(1, 1),
+        });
+        for x in &keys {
+            for y in keys.iter().take(300) {
+                assert_eq!(flow_order(x).cmp(&flow_order(y)), x.cmp(y), "{x:?} {y:?}");
+            }
+        }
+        let mut pk: Vec<PortKey> = Vec::new();
+        for t in [
+            Transport::Tcp,
+            Transport::Icmpv6,
+            Transport::Other(0),
+            Transport::Other(255),
+        ] {
+            for port in [0, 1, 443, 65535] {
+                for side in [Side::Local, Side::Remote] {
+                    for dir in [Direction::In, Direction::Out] {
+                        pk.push((t, port, side, dir));
+                    }
+                }
+            }
+        }
+        for x in &pk {
+            assert_eq!(port_key_parts(port_key(x.0, x.1, x.2, x.3)), *x);
+            for y in &pk {
+                assert_eq!(
+                    port_key(x.0, x.1, x.2, x.3).cmp(&port_key(y.0, y.1, y.2, y.3)),
+                    x.cmp(y)
+                );
             }
         }
     }
