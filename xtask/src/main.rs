@@ -4,6 +4,7 @@ mod bench;
 mod bench_classify;
 mod bench_html;
 mod bench_kernel;
+mod bench_overhead;
 mod bench_pcap;
 mod demo;
 mod fuzz;
