@@ -63,6 +63,10 @@ pub struct IntervalReport<'a> {
     /// How long collecting and classifying took.
     pub took: Duration,
     pub now: UnixNanos,
+    /// The backend's position after this interval ([`Backend::checkpoint`]): the history
+    /// stores it in the transaction that records the interval. The backend commits it to its
+    /// own store only after every sink had the interval.
+    pub checkpoint: Option<&'a [u8]>,
 }
 
 /// Where finished intervals go (report files, history store, metrics).
@@ -75,6 +79,16 @@ pub trait Sink: Send {
         &mut self,
         r: &IntervalReport<'_>,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
+    /// Whether a successful [`Sink::interval`] means report files were written.
+    fn writes_reports(&self) -> bool {
+        false
+    }
+    /// Told after every sink had the interval: `reports_written` is the interval's end when a
+    /// sink that writes reports succeeded, `None` otherwise.
+    fn after_interval(&mut self, _reports_written: Option<UnixNanos>) {}
+    /// Told that an interval was lost before it reached the sinks (the backend could not
+    /// deliver it).
+    fn interval_failed(&mut self, _error: &(dyn std::error::Error + Send + Sync)) {}
 }
 
 /// The agent: one backend, one spec, any number of sinks.
@@ -177,7 +191,17 @@ impl Agent {
             Ok(_) => {}
             Err(e) => tracing::warn!("could not attach to new interfaces: {e}"),
         }
-        let interval = self.backend.collect(t0).inspect_err(|_| self.errors += 1)?;
+        let interval = match self.backend.collect(t0) {
+            Ok(i) => i,
+            Err(e) => {
+                self.errors += 1;
+                for s in &mut self.sinks {
+                    s.interval_failed(&*e);
+                }
+                return Err(e);
+            }
+        };
+        let t_collected = self.clock.now();
         self.window.add(&interval);
         let window = self.window.snapshot();
         let (listeners, ephemeral) = self.listeners();
@@ -223,12 +247,40 @@ impl Agent {
             last,
             took: Duration::from_nanos(now.saturating_sub(t0)),
             now,
+            checkpoint: self.backend.checkpoint(),
         };
+        let mut reports_written = None;
+        let ms = |a: UnixNanos, b: UnixNanos| b.saturating_sub(a) as f64 / 1e6;
+        let mut timings = format!(
+            "collect {:.1} ms ({} flows), classify and build {:.1} ms",
+            ms(t0, t_collected),
+            interval.flows.len(),
+            ms(t_collected, now)
+        );
         for s in &mut self.sinks {
-            if let Err(e) = s.interval(&report) {
-                self.errors += 1;
-                tracing::error!("{}: {e} (will retry next interval)", s.name());
+            let t = self.clock.now();
+            let result = s.interval(&report);
+            timings.push_str(&format!(", {} {:.1} ms", s.name(), ms(t, self.clock.now())));
+            match result {
+                Ok(()) if s.writes_reports() => reports_written = Some(now),
+                Ok(()) => {}
+                Err(e) => {
+                    self.errors += 1;
+                    tracing::error!("{}: {e} (will retry next interval)", s.name());
+                }
             }
+        }
+        for s in &mut self.sinks {
+            s.after_interval(reports_written);
+        }
+        tracing::debug!("interval: {timings}");
+        // Only now may the backend forget how to report this interval again.
+        if let Err(e) = self.backend.commit() {
+            self.errors += 1;
+            tracing::error!(
+                "could not persist the capture position: {e} (after a crash the next agent \
+                 would report this interval again, unless the history recorded it)"
+            );
         }
         Ok(findings)
     }
@@ -257,19 +309,25 @@ impl Sink for ReportFiles {
         "report files"
     }
 
+    fn writes_reports(&self) -> bool {
+        true
+    }
+
     fn interval(
         &mut self,
         r: &IntervalReport<'_>,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        use crate::report::sink::{latest_stem, timestamped_stem, write_report};
-        write_report(&self.dir, &latest_stem(r.report), r.report, &self.formats)?;
+        use crate::report::sink::{latest_stem, timestamped_stem, write_atomic, write_report};
+        let written = write_report(&self.dir, &latest_stem(r.report), r.report, &self.formats)?;
         if r.last {
-            write_report(
-                &self.dir,
-                &timestamped_stem(r.report),
-                r.report,
-                &self.formats,
-            )?;
+            // The same bytes under a name that is never overwritten: copied, not rendered again
+            // (rendering a large window twice doubled the time from SIGTERM to exit).
+            let stem = timestamped_stem(r.report);
+            for (f, path) in self.formats.iter().zip(&written) {
+                write_atomic(&self.dir, &format!("{stem}.{}", f.extension()), |w| {
+                    std::io::copy(&mut std::fs::File::open(path)?, w).map(|_| ())
+                })?;
+            }
         }
         Ok(())
     }
@@ -471,6 +529,11 @@ destinations = ["all-nodes"]
     }
 
     fn agent(script: Vec<Snapshot>, dir: &Path) -> (Agent, Seen) {
+        let (a, seen, _) = agent_with(Box::new(FakeBackend::new(script)), dir);
+        (a, seen)
+    }
+
+    fn agent_with(backend: Box<dyn Backend>, dir: &Path) -> (Agent, Seen, Arc<FakeClock>) {
         let spec_path = dir.join("spec.toml");
         std::fs::write(&spec_path, SPEC).unwrap();
         let cfg = AgentConfig::resolve(
@@ -485,8 +548,8 @@ destinations = ["all-nodes"]
         let clock = Arc::new(FakeClock::new(1_000));
         let mut a = Agent::new(
             &cfg,
-            clock,
-            Box::new(FakeBackend::new(script)),
+            clock.clone(),
+            backend,
             Box::new(FakeHost::default()),
             loaded,
             NodeInfo {
@@ -496,7 +559,113 @@ destinations = ["all-nodes"]
         );
         let seen = Arc::new(Mutex::new(Vec::new()));
         a.add_sink(Box::new(Capture(seen.clone())));
-        (a, seen)
+        (a, seen, clock)
+    }
+
+    /// Fails the collects scripted `true`; otherwise hands out empty intervals.
+    struct Flaky(std::collections::VecDeque<bool>);
+
+    impl Backend for Flaky {
+        fn kind(&self) -> BackendKind {
+            BackendKind::Fake
+        }
+        fn collect(
+            &mut self,
+            now: UnixNanos,
+        ) -> Result<Snapshot, Box<dyn std::error::Error + Send + Sync>> {
+            if self.0.pop_front() == Some(true) {
+                return Err("PW_PORT_TOTALS: BPF_MAP_LOOKUP_BATCH failed".into());
+            }
+            Ok(Snapshot {
+                start: now,
+                end: now,
+                ..Snapshot::default()
+            })
+        }
+        fn interfaces(&self) -> Vec<String> {
+            vec!["fake0".to_owned()]
+        }
+    }
+
+    type Events = Arc<Mutex<Vec<String>>>;
+
+    /// Logs collects and commits; its checkpoint names the interval.
+    struct Journaled(Events, u32);
+
+    impl Backend for Journaled {
+        fn kind(&self) -> BackendKind {
+            BackendKind::Fake
+        }
+        fn collect(
+            &mut self,
+            now: UnixNanos,
+        ) -> Result<Snapshot, Box<dyn std::error::Error + Send + Sync>> {
+            self.1 += 1;
+            self.0.lock().unwrap().push(format!("collect {}", self.1));
+            Ok(Snapshot {
+                start: now,
+                end: now,
+                ..Snapshot::default()
+            })
+        }
+        fn interfaces(&self) -> Vec<String> {
+            Vec::new()
+        }
+        fn checkpoint(&self) -> Option<&[u8]> {
+            Some(if self.1 % 2 == 1 { b"odd" } else { b"even" })
+        }
+        fn commit(&mut self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+            self.0.lock().unwrap().push(format!("commit {}", self.1));
+            Ok(())
+        }
+    }
+
+    struct History(Events);
+
+    impl Sink for History {
+        fn name(&self) -> &str {
+            "history"
+        }
+        fn interval(
+            &mut self,
+            r: &IntervalReport<'_>,
+        ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+            let cp = String::from_utf8_lossy(r.checkpoint.unwrap_or(b"none")).into_owned();
+            self.0.lock().unwrap().push(format!("history with {cp}"));
+            Err("disk full".into())
+        }
+    }
+
+    #[test]
+    fn the_backend_commits_only_after_the_sinks_had_the_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let events: Events = Arc::default();
+        let (mut a, _, _) = agent_with(Box::new(Journaled(events.clone(), 0)), dir.path());
+        a.add_sink(Box::new(History(events.clone())));
+        a.tick(false).unwrap();
+        a.tick(true).unwrap();
+        assert_eq!(
+            *events.lock().unwrap(),
+            [
+                "collect 1",
+                "history with odd",
+                "commit 1",
+                "collect 2",
+                "history with even",
+                "commit 2"
+            ],
+            "a failing sink does not hold the backend back (the history keeps the interval)"
+        );
+        assert_eq!(a.errors, 2);
+    }
+
+    /// The value of the first sample of `family` in an exposition, if any.
+    fn metric(text: &str, family: &str) -> Option<f64> {
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .find(|l| l.starts_with(&format!("{family}{{")))
+            .and_then(|l| l.rsplit_once(' '))
+            .and_then(|(_, v)| v.parse().ok())
     }
 
     #[test]
@@ -562,6 +731,56 @@ destinations = ["all-nodes"]
     }
 
     #[test]
+    fn metrics_count_lost_intervals_and_when_reports_were_last_written() {
+        use crate::metrics::{Metrics, MetricsSink};
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let backend = Flaky([true, false, false].into());
+        let (mut a, _, clock) = agent_with(Box::new(backend), dir.path());
+        let m = Arc::new(Metrics::new());
+        a.add_sink(Box::new(ReportFiles::new(&out, &[Format::Json])));
+        a.add_sink(Box::new(MetricsSink::new(m.clone())));
+
+        // The backend fails: the interval is counted as lost, no report was written.
+        clock.set(5_000_000_000);
+        assert!(a.tick(false).is_err());
+        let text = m.render();
+        assert_eq!(metric(&text, "portwatch_interval_errors_total"), Some(1.0));
+        assert_eq!(metric(&text, "portwatch_intervals_total"), Some(0.0));
+        assert_eq!(
+            metric(&text, "portwatch_last_report_timestamp_seconds"),
+            None
+        );
+
+        // A good interval: reports written at its end.
+        clock.set(10_000_000_000);
+        a.tick(false).unwrap();
+        let text = m.render();
+        assert_eq!(metric(&text, "portwatch_interval_errors_total"), Some(1.0));
+        assert_eq!(
+            metric(&text, "portwatch_last_report_timestamp_seconds"),
+            Some(10.0)
+        );
+
+        // The report directory becomes a file: the interval is classified and counted, but
+        // the last report time stays where it was.
+        std::fs::remove_dir_all(&out).unwrap();
+        std::fs::write(&out, b"in the way").unwrap();
+        clock.set(20_000_000_000);
+        a.tick(false).unwrap();
+        let text = m.render();
+        assert_eq!(metric(&text, "portwatch_intervals_total"), Some(2.0));
+        assert_eq!(
+            metric(&text, "portwatch_last_interval_timestamp_seconds"),
+            Some(20.0)
+        );
+        assert_eq!(
+            metric(&text, "portwatch_last_report_timestamp_seconds"),
+            Some(10.0)
+        );
+    }
+
+    #[test]
     fn a_bad_spec_on_reload_keeps_the_old_one() {
         let dir = tempfile::tempdir().unwrap();
         let (mut a, _) = agent(vec![], dir.path());
@@ -589,6 +808,19 @@ destinations = ["all-nodes"]
         assert_eq!(names, ["portwatch-n1.json", "portwatch-n1.txt"]);
         a.tick(true).unwrap();
         assert_eq!(std::fs::read_dir(&out).unwrap().count(), 4);
+        for ext in ["json", "txt"] {
+            let latest = std::fs::read(out.join(format!("portwatch-n1.{ext}"))).unwrap();
+            let stamped: Vec<_> = std::fs::read_dir(&out)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| {
+                    let name = p.file_name().unwrap().to_string_lossy().into_owned();
+                    name.starts_with("portwatch-n1-") && name.ends_with(ext)
+                })
+                .collect();
+            assert_eq!(stamped.len(), 1, "{stamped:?}");
+            assert_eq!(std::fs::read(&stamped[0]).unwrap(), latest, "{ext}");
+        }
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

@@ -100,6 +100,7 @@ fn record(store: &mut Store, spec: &Spec, snap: &Snapshot) {
             snapshot: snap,
             findings: &findings.findings,
             collect_errors: 0,
+            checkpoint: None,
         })
         .unwrap();
 }
@@ -209,6 +210,7 @@ fn entry_records_win_over_missing_flow_detail() {
             snapshot: &snap,
             findings: &findings,
             collect_errors: 0,
+            checkpoint: None,
         })
         .unwrap();
     drop(store);

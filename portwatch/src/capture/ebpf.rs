@@ -36,12 +36,16 @@
 //! # Restart without loss or double counting
 //! The baseline is kept in the pin directory too, as a pinned array map `PW_BASELINE` replaced
 //! atomically (a new map is filled, pinned under a temporary name and renamed over the old
-//! pin). [`Backend::collect`] reads the kernel maps, works out the deltas, replaces the
-//! baseline, and only then returns the snapshot. A crash before the rename leaves the previous
-//! baseline in place: the next agent reports the same counts again, together with everything
-//! newer, in its first interval; nothing is lost, and nothing was handed out twice since the
-//! crashed collect never returned. After the rename there is no I/O left before returning. The
-//! baseline names the kernel ids of the maps and the boot id, so it is never applied to other
+//! pin). [`Backend::collect`] reads the kernel maps, works out the deltas and moves the
+//! in-memory baseline on; the new baseline is persisted by [`Backend::commit`], which the agent
+//! calls after every sink had the interval. The history stores the same encoded baseline
+//! ([`Backend::checkpoint`]) in the transaction that records the interval, and hands it back at
+//! start-up ([`EbpfConfig::resume`]); the newer of the two (by sequence number, for the same
+//! maps) wins. So a crash before the history's transaction leaves both at the previous
+//! baseline: the next agent reports that interval again, with everything newer, and nothing is
+//! lost. A crash after it and before the commit leaves the history one interval ahead of the
+//! pin: the next agent continues from the history's checkpoint, and nothing is counted twice.
+//! The baseline names the kernel ids of the maps and the boot id, so it is never applied to other
 //! maps; when the maps are reused but no usable baseline exists, the agent starts from their
 //! current totals (it may under-report what preceded it, never over-report). Flow detail drained
 //! in the interval of a crash is lost (it is approximate by design; totals stay exact). TCX
@@ -99,6 +103,10 @@ pub struct EbpfConfig {
     pub port_capacity: u32,
     /// bpffs directory where the maps are pinned.
     pub pin_dir: PathBuf,
+    /// A checkpoint the history stored with its last interval ([`Backend::checkpoint`]): used
+    /// instead of the pinned baseline when it belongs to the same maps and is newer (the agent
+    /// died after the history recorded an interval and before the baseline was committed).
+    pub resume: Option<Vec<u8>>,
 }
 
 impl Default for EbpfConfig {
@@ -109,6 +117,7 @@ impl Default for EbpfConfig {
             flow_capacity: common::DEFAULT_FLOW_CAPACITY,
             port_capacity: common::DEFAULT_PORT_SLOTS,
             pin_dir: PathBuf::from("/sys/fs/bpf/portwatch"),
+            resume: None,
         }
     }
 }
@@ -416,18 +425,22 @@ pub(crate) struct Collector<M> {
     store: Box<dyn state::BaselineStore>,
     baseline: Baseline,
     start: UnixNanos,
+    /// The encoded baseline of the last collect, until it is committed to `store`.
+    pending: Option<Vec<u8>>,
 }
 
 impl<M: KernelMaps> Collector<M> {
-    /// Picks up the persisted baseline when it belongs to these maps. `fresh` says the maps
-    /// were just created (empty): without a baseline they start from zero; reused maps without
-    /// a usable baseline start from their current totals (never report a count twice).
+    /// Picks up the persisted baseline when it belongs to these maps: the pinned one, or
+    /// `resume` (the history's checkpoint) when that one is newer. `fresh` says the maps were
+    /// just created (empty): without a baseline they start from zero; reused maps without a
+    /// usable baseline start from their current totals (never report a count twice).
     pub(crate) fn new(
         maps: M,
         store: Box<dyn state::BaselineStore>,
         fresh: bool,
+        resume: Option<&[u8]>,
     ) -> Result<Self, EbpfError> {
-        let loaded = match state::load(store.as_ref()) {
+        let pinned = match state::load(store.as_ref()) {
             Ok(l) => l,
             Err(e @ StateError::Corrupt { .. }) => {
                 tracing::warn!("{e}; starting from the current kernel totals");
@@ -435,11 +448,36 @@ impl<M: KernelMaps> Collector<M> {
             }
             Err(e) => return Err(e.into()),
         };
+        let resumed = resume.and_then(|bytes| {
+            state::decode(Path::new("the history's checkpoint"), bytes)
+                .inspect_err(|e| tracing::warn!("{e}; using the pinned baseline"))
+                .ok()
+        });
         let mut c = Self {
             maps,
             store,
             baseline: Baseline::default(),
             start: 0,
+            pending: None,
+        };
+        let pinned_seq = pinned
+            .as_ref()
+            .filter(|(id, _)| id == c.maps.identity())
+            .map(|(_, b)| b.seq);
+        let loaded = match resumed {
+            Some((id, b))
+                if id == *c.maps.identity() && pinned_seq.is_none_or(|seq| b.seq > seq) =>
+            {
+                tracing::warn!(
+                    history_seq = b.seq,
+                    pinned_seq,
+                    "the history recorded an interval whose baseline was never committed to {} \
+                     (the agent died in between): continuing from the history's checkpoint",
+                    c.store.location().display()
+                );
+                Some((id, b))
+            }
+            _ => pinned,
         };
         match loaded {
             Some((id, b)) if id == *c.maps.identity() => {
@@ -492,17 +530,33 @@ impl<M: KernelMaps> Collector<M> {
         ))
     }
 
-    /// Ends the interval at `now`: read, persist the new baseline, hand out the deltas.
+    /// Ends the interval at `now`: read, move the baseline on, hand out the deltas. The new
+    /// baseline is persisted by [`Collector::commit`], once the interval is safe with the sinks.
     pub(crate) fn collect(
         &mut self,
         now: UnixNanos,
         offset: &MonotonicOffset,
     ) -> Result<Snapshot, EbpfError> {
         let (snap, next) = self.read_interval(now, offset)?;
-        state::save(self.store.as_ref(), self.maps.identity(), &next)?;
+        self.pending = Some(state::encode(self.maps.identity(), &next));
         self.baseline = next;
         self.start = now;
         Ok(snap)
+    }
+
+    /// The encoded baseline of the last collect, not yet committed.
+    pub(crate) fn checkpoint(&self) -> Option<&[u8]> {
+        self.pending.as_deref()
+    }
+
+    /// Persists the baseline of the last collect (nothing to do when it already is). A failure
+    /// keeps it pending; the next collect replaces it with a newer one.
+    pub(crate) fn commit(&mut self) -> Result<(), EbpfError> {
+        if let Some(bytes) = &self.pending {
+            self.store.write(bytes)?;
+            self.pending = None;
+        }
+        Ok(())
     }
 }
 
@@ -683,7 +737,7 @@ impl EbpfBackend {
             .map_err(|e| or_permission("loading the eBPF maps and programs", e, EbpfError::Load))?;
         let maps = take_maps(&mut ebpf, &cfg.pin_dir, cfg.flow_capacity, slots)?;
         let store = Box::new(state::BpffsStore::new(&cfg.pin_dir));
-        let collector = Collector::new(maps, store, !reused)?;
+        let collector = Collector::new(maps, store, !reused, cfg.resume.as_deref())?;
         for prog in [common::PROG_INGRESS, common::PROG_EGRESS] {
             classifier(&mut ebpf, prog)?
                 .load()
@@ -792,10 +846,11 @@ impl EbpfBackend {
             })
     }
 
-    /// Detaches from every interface and releases the maps (they stay pinned).
+    /// Commits the last collect's baseline, detaches from every interface and releases the
+    /// maps (they stay pinned).
     pub fn close(mut self) -> Result<(), EbpfError> {
+        let mut first_err = self.collector.commit().err();
         let attached = std::mem::take(&mut self.attached);
-        let mut first_err = None;
         for (name, a) in attached {
             for (prog, link) in [
                 (common::PROG_INGRESS, a.ingress),
@@ -983,6 +1038,14 @@ impl Backend for EbpfBackend {
     fn interfaces(&self) -> Vec<String> {
         self.attached.keys().cloned().collect()
     }
+
+    fn checkpoint(&self) -> Option<&[u8]> {
+        self.collector.checkpoint()
+    }
+
+    fn commit(&mut self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        Ok(self.collector.commit()?)
+    }
 }
 
 #[cfg(test)]
@@ -992,6 +1055,7 @@ mod tests {
     use std::collections::HashMap;
 
     /// Kernel maps scripted by the test: cumulative totals that only grow, flows to drain.
+    #[derive(Clone)]
     struct FakeMaps {
         totals: HashMap<PortKey, PortCounters>,
         counters: [u64; common::COUNTERS_LEN],
@@ -1059,14 +1123,16 @@ mod tests {
         let store = MemStore::default();
         let mut kernel = FakeMaps::new(7);
         kernel.packets(53, 10);
-        let mut c = Collector::new(kernel, Box::new(store.clone()), true).unwrap();
+        let mut c = Collector::new(kernel, Box::new(store.clone()), true, None).unwrap();
         assert_eq!(udp53(&c.collect(100, &OFF).unwrap()), 10);
+        // Every sink had the interval.
+        c.commit().unwrap();
         c.maps.packets(53, 5);
         // The agent dies here; the kernel maps (pinned) keep counting.
         let mut kernel = std::mem::replace(&mut c.maps, FakeMaps::new(0));
         drop(c);
         kernel.packets(53, 2);
-        let mut c = Collector::new(kernel, Box::new(store.clone()), false).unwrap();
+        let mut c = Collector::new(kernel, Box::new(store.clone()), false, None).unwrap();
         let s = c.collect(200, &OFF).unwrap();
         assert_eq!(
             udp53(&s),
@@ -1085,17 +1151,73 @@ mod tests {
         let store = MemStore::default();
         let mut kernel = FakeMaps::new(7);
         kernel.packets(53, 4);
-        let mut c = Collector::new(kernel, Box::new(store.clone()), true).unwrap();
+        let mut c = Collector::new(kernel, Box::new(store.clone()), true, None).unwrap();
         assert_eq!(udp53(&c.collect(100, &OFF).unwrap()), 4);
+        c.commit().unwrap();
         c.maps.packets(53, 3);
         // Read, then crash before the baseline is persisted: the snapshot never left.
         let (lost, _) = c.read_interval(150, &OFF).unwrap();
         assert_eq!(udp53(&lost), 3);
         let kernel = std::mem::replace(&mut c.maps, FakeMaps::new(0));
         drop(c);
-        let mut c = Collector::new(kernel, Box::new(store.clone()), false).unwrap();
+        let mut c = Collector::new(kernel, Box::new(store.clone()), false, None).unwrap();
         assert_eq!(udp53(&c.collect(200, &OFF).unwrap()), 3);
         assert_eq!(udp53(&c.collect(300, &OFF).unwrap()), 0);
+    }
+
+    /// The agent's order: collect, the history stores the interval with the checkpoint, then
+    /// commit. A kill between any two steps neither loses nor double-counts an interval.
+    #[test]
+    fn a_kill_between_the_history_write_and_the_commit_counts_the_interval_once() {
+        let store = MemStore::default();
+        let mut kernel = FakeMaps::new(7);
+        kernel.packets(53, 4);
+        let mut c = Collector::new(kernel, Box::new(store.clone()), true, None).unwrap();
+        assert_eq!(udp53(&c.collect(100, &OFF).unwrap()), 4);
+        let first = c.checkpoint().expect("pending until committed").to_vec();
+        c.commit().unwrap();
+        assert!(c.checkpoint().is_none(), "committed");
+        c.maps.packets(53, 3);
+        assert_eq!(udp53(&c.collect(200, &OFF).unwrap()), 3);
+        // The history recorded the 3 with this checkpoint; the agent is killed before the
+        // commit, the kernel keeps counting.
+        let history = c.checkpoint().expect("pending until committed").to_vec();
+        let mut kernel = std::mem::replace(&mut c.maps, FakeMaps::new(0));
+        drop(c);
+        kernel.packets(53, 2);
+
+        // Restarted with the history's checkpoint: only what came after it.
+        let mut c = Collector::new(
+            kernel.clone(),
+            Box::new(store.clone()),
+            false,
+            Some(&history),
+        )
+        .unwrap();
+        let s = c.collect(300, &OFF).unwrap();
+        assert_eq!(
+            udp53(&s),
+            2,
+            "the 3 the history holds are not reported again"
+        );
+        assert_eq!(s.start, 200, "continues where the recorded interval ended");
+        drop(c);
+
+        // Killed before the history's transaction (the history's checkpoint is the previous
+        // one, older than the pin): the 3 are reported again, with the 2, not lost.
+        let mut c =
+            Collector::new(kernel.clone(), Box::new(store.clone()), false, Some(&first)).unwrap();
+        assert_eq!(udp53(&c.collect(300, &OFF).unwrap()), 5);
+        drop(c);
+
+        // A checkpoint of other maps (another boot) is not applied.
+        let mut other = FakeMaps::new(30);
+        other.packets(53, 1);
+        let mut c2 = Collector::new(other, Box::new(MemStore::default()), true, None).unwrap();
+        c2.collect(50, &OFF).unwrap();
+        let foreign = c2.checkpoint().unwrap().to_vec();
+        let mut c = Collector::new(kernel, Box::new(store.clone()), false, Some(&foreign)).unwrap();
+        assert_eq!(udp53(&c.collect(300, &OFF).unwrap()), 5);
     }
 
     #[test]
@@ -1103,13 +1225,13 @@ mod tests {
         let store = MemStore::default();
         let mut kernel = FakeMaps::new(7);
         kernel.packets(53, 9);
-        let mut c = Collector::new(kernel, Box::new(store.clone()), true).unwrap();
+        let mut c = Collector::new(kernel, Box::new(store.clone()), true, None).unwrap();
         c.collect(100, &OFF).unwrap();
         drop(c);
         // New maps (say, after a reboot) with fewer packets than the old baseline.
         let mut kernel = FakeMaps::new(20);
         kernel.packets(53, 2);
-        let mut c = Collector::new(kernel, Box::new(store.clone()), true).unwrap();
+        let mut c = Collector::new(kernel, Box::new(store.clone()), true, None).unwrap();
         assert_eq!(udp53(&c.collect(200, &OFF).unwrap()), 2);
     }
 
@@ -1118,7 +1240,7 @@ mod tests {
         let store = MemStore::default();
         let mut kernel = FakeMaps::new(7);
         kernel.packets(53, 50);
-        let mut c = Collector::new(kernel, Box::new(store.clone()), false).unwrap();
+        let mut c = Collector::new(kernel, Box::new(store.clone()), false, None).unwrap();
         c.maps.packets(53, 1);
         assert_eq!(udp53(&c.collect(100, &OFF).unwrap()), 1);
         // A corrupt file is treated the same way.
@@ -1126,7 +1248,7 @@ mod tests {
         let mut kernel = std::mem::replace(&mut c.maps, FakeMaps::new(0));
         drop(c);
         kernel.packets(53, 2);
-        let mut c = Collector::new(kernel, Box::new(store.clone()), false).unwrap();
+        let mut c = Collector::new(kernel, Box::new(store.clone()), false, None).unwrap();
         c.maps.packets(53, 3);
         assert_eq!(udp53(&c.collect(300, &OFF).unwrap()), 3);
     }
@@ -1146,7 +1268,7 @@ mod tests {
                 ..FlowValue::default()
             },
         ));
-        let mut c = Collector::new(kernel, Box::new(MemStore::default()), true).unwrap();
+        let mut c = Collector::new(kernel, Box::new(MemStore::default()), true, None).unwrap();
         assert_eq!(c.collect(1, &OFF).unwrap().flows.len(), 1);
         assert!(c.collect(2, &OFF).unwrap().flows.is_empty());
     }

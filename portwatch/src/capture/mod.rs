@@ -55,4 +55,17 @@ pub trait Backend: Send {
     }
     /// The interfaces observed now.
     fn interfaces(&self) -> Vec<String>;
+    /// Where the backend stands after the last [`Backend::collect`], encoded (the eBPF
+    /// backend's baseline of the kernel's cumulative counters), for the history to store in the
+    /// same transaction as that interval; `None` for a backend that keeps no position.
+    fn checkpoint(&self) -> Option<&[u8]> {
+        None
+    }
+    /// Persists the position of the last [`Backend::collect`] in the backend's own store. The
+    /// agent calls it once every sink had the interval: a crash before it makes the next agent
+    /// report the interval again (unless the history already stored it with its checkpoint),
+    /// so no interval is lost between the kernel and the history.
+    fn commit(&mut self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        Ok(())
+    }
 }

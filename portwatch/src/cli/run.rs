@@ -114,7 +114,17 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         let _rt = rt.enter();
         agent::Signals::install().context("installing signal handlers")?
     };
-    let backend = open_backend(&cfg)?;
+    // The history first: its checkpoint tells the eBPF backend which interval it recorded last.
+    let store = cfg
+        .history
+        .as_ref()
+        .map(crate::store::Store::open)
+        .transpose()?;
+    let resume = match &store {
+        Some(st) => st.checkpoint(crate::capture::BackendKind::Ebpf)?,
+        None => None,
+    };
+    let backend = open_backend(&cfg, resume)?;
     tracing::info!(
         "capturing with {} on {}",
         backend.kind(),
@@ -141,9 +151,8 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             .collect::<Result<Vec<_>>>()?;
         agent.add_sink(Box::new(agent::ReportFiles::new(dir, &formats)));
     }
-    if let Some(db) = &cfg.history {
+    if let (Some(db), Some(store)) = (&cfg.history, store) {
         use crate::clock::Clock;
-        let store = crate::store::Store::open(db)?;
         let since = SystemClock
             .now()
             .saturating_sub(cfg.retention.as_nanos() as u64);
@@ -211,11 +220,12 @@ fn check_ifaces(cfg: &AgentConfig) -> Result<()> {
     Ok(())
 }
 
-fn open_backend(cfg: &AgentConfig) -> Result<Box<dyn Backend>> {
+/// Opens the configured backend; `resume` is the history's eBPF checkpoint, if any.
+fn open_backend(cfg: &AgentConfig, resume: Option<Vec<u8>>) -> Result<Box<dyn Backend>> {
     match cfg.backend {
-        BackendChoice::Ebpf => open_ebpf(cfg),
+        BackendChoice::Ebpf => open_ebpf(cfg, resume),
         BackendChoice::Pcap => open_pcap(cfg),
-        BackendChoice::Auto => match open_ebpf(cfg) {
+        BackendChoice::Auto => match open_ebpf(cfg, resume) {
             Ok(b) => Ok(b),
             Err(e) => {
                 tracing::warn!("eBPF backend unavailable, falling back to libpcap: {e:#}");
@@ -227,19 +237,20 @@ fn open_backend(cfg: &AgentConfig) -> Result<Box<dyn Backend>> {
 }
 
 #[cfg(target_os = "linux")]
-fn open_ebpf(cfg: &AgentConfig) -> Result<Box<dyn Backend>> {
+fn open_ebpf(cfg: &AgentConfig, resume: Option<Vec<u8>>) -> Result<Box<dyn Backend>> {
     use crate::capture::ebpf::{EbpfBackend, EbpfConfig};
     let b = EbpfBackend::open(EbpfConfig {
         ifaces: cfg.ifaces.clone(),
         flow_capacity: cfg.flow_capacity,
         pin_dir: cfg.pin_dir.clone(),
+        resume,
         ..EbpfConfig::default()
     })?;
     Ok(Box::new(b))
 }
 
 #[cfg(not(target_os = "linux"))]
-fn open_ebpf(_cfg: &AgentConfig) -> Result<Box<dyn Backend>> {
+fn open_ebpf(_cfg: &AgentConfig, _resume: Option<Vec<u8>>) -> Result<Box<dyn Backend>> {
     bail!("eBPF is only available on Linux")
 }
 

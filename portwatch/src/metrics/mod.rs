@@ -637,6 +637,16 @@ impl Sink for MetricsSink {
         });
         Ok(())
     }
+
+    fn after_interval(&mut self, reports_written: Option<UnixNanos>) {
+        if let Some(at) = reports_written {
+            self.metrics.report_written(at);
+        }
+    }
+
+    fn interval_failed(&mut self, _error: &(dyn std::error::Error + Send + Sync)) {
+        self.metrics.interval_failed();
+    }
 }
 
 #[cfg(test)]

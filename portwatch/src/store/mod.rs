@@ -116,6 +116,9 @@ pub struct IntervalRecord<'a> {
     pub findings: &'a [Finding],
     /// Times the backend failed to deliver the interval's observations (e.g. map read errors).
     pub collect_errors: u64,
+    /// The backend's position after the interval ([`crate::capture::Backend::checkpoint`]),
+    /// stored in the same transaction; read back with [`Store::checkpoint`].
+    pub checkpoint: Option<&'a [u8]>,
 }
 
 /// What [`Store::record_interval`] wrote.
@@ -612,12 +615,32 @@ impl Store {
                 }
             }
         }
+        if let Some(bytes) = rec.checkpoint {
+            tx.execute(
+                "INSERT INTO capture_checkpoint (backend, bytes) VALUES (?1, ?2)
+                 ON CONFLICT (backend) DO UPDATE SET bytes = excluded.bytes",
+                params![rec.backend.to_string(), bytes],
+            )
+            .map_err(err("writing the capture checkpoint"))?;
+        }
         tx.commit().map_err(err("committing the interval"))?;
         Ok(Recorded {
             interval_id: id,
             flows_kept: kept,
             flows_dropped: dropped,
         })
+    }
+
+    /// The checkpoint `backend` left with the last interval recorded with one.
+    pub fn checkpoint(&self, backend: BackendKind) -> Result<Option<Vec<u8>>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT bytes FROM capture_checkpoint WHERE backend = ?1",
+                [backend.to_string()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.sql("reading the capture checkpoint", e))
     }
 
     /// Deletes intervals that ended at or before `before` and flow buckets that ended by then.

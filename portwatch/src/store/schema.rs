@@ -148,6 +148,19 @@ WHERE p.packets > 0
 GROUP BY p.transport, p.port, p.side, p.dir;
 "#,
     },
+    Migration {
+        version: 3,
+        description: "the capture backend's checkpoint, written with each interval",
+        sql: r#"
+-- Where the capture backend stood after the last recorded interval (the eBPF backend's
+-- baseline of the kernel counters), written in the interval's transaction so a restarted
+-- agent neither reports a recorded interval again nor loses one.
+CREATE TABLE capture_checkpoint (
+    backend TEXT PRIMARY KEY,
+    bytes   BLOB NOT NULL
+) WITHOUT ROWID;
+"#,
+    },
 ];
 
 /// The schema version this build writes.

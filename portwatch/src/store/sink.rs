@@ -23,6 +23,7 @@ struct Pending {
     backend: BackendKind,
     snapshot: Snapshot,
     findings: Vec<Finding>,
+    checkpoint: Option<Vec<u8>>,
 }
 
 /// Records intervals into a [`Store`].
@@ -66,6 +67,7 @@ impl HistorySink {
                 snapshot: &p.snapshot,
                 findings: &p.findings,
                 collect_errors: 0,
+                checkpoint: p.checkpoint.as_deref(),
             })?;
             self.pending.pop_front();
         }
@@ -91,6 +93,7 @@ impl Sink for HistorySink {
             backend: r.backend,
             snapshot: r.interval.clone(),
             findings: r.interval_findings.findings.clone(),
+            checkpoint: r.checkpoint.map(<[u8]>::to_vec),
         });
         self.flush()?;
         if self

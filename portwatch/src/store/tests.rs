@@ -119,6 +119,7 @@ fn record(store: &mut Store, snap: &Snapshot, findings: &[Finding]) -> Recorded 
             snapshot: snap,
             findings,
             collect_errors: 0,
+            checkpoint: None,
         })
         .unwrap()
 }
@@ -390,7 +391,7 @@ fn a_version_1_database_is_migrated_on_open_and_keeps_its_data() {
             .unwrap();
     }
     let mut st = Store::open(&path).unwrap();
-    assert_eq!(st.schema_version().unwrap(), 2);
+    assert_eq!(st.schema_version().unwrap(), schema::latest());
     // The new summaries were filled from the old per-port totals.
     let ports = st.ports_seen().unwrap();
     assert_eq!(ports.len(), 1);
@@ -460,10 +461,67 @@ fn an_interval_that_ends_before_it_starts_is_rejected() {
             snapshot: &s,
             findings: &[],
             collect_errors: 0,
+            checkpoint: None,
         })
         .unwrap_err();
     assert!(matches!(err, StoreError::BadInterval { .. }), "{err}");
     assert_eq!(st.interval_count().unwrap(), 0);
+}
+
+#[test]
+fn the_capture_checkpoint_is_written_with_its_interval_or_not_at_all() {
+    let (_d, path) = temp_db();
+    let mut st = Store::open(&path).unwrap();
+    assert_eq!(st.checkpoint(BackendKind::Ebpf).unwrap(), None);
+    let rec = |st: &mut Store, s: &Snapshot, f: &[Finding], cp: &[u8]| {
+        st.record_interval(&IntervalRecord {
+            node: "n",
+            backend: BackendKind::Ebpf,
+            snapshot: s,
+            findings: f,
+            collect_errors: 0,
+            checkpoint: Some(cp),
+        })
+    };
+    rec(&mut st, &snapshot(T0, T0 + 60 * S, vec![]), &[], b"seq 1").unwrap();
+    rec(
+        &mut st,
+        &snapshot(T0 + 60 * S, T0 + 120 * S, vec![]),
+        &[],
+        b"seq 2",
+    )
+    .unwrap();
+    assert_eq!(
+        st.checkpoint(BackendKind::Ebpf).unwrap().as_deref(),
+        Some(&b"seq 2"[..])
+    );
+    assert_eq!(st.checkpoint(BackendKind::Pcap).unwrap(), None);
+
+    // A write that fails half-way (a finding row is refused) leaves neither the interval nor
+    // its checkpoint.
+    Connection::open(&path)
+        .unwrap()
+        .execute_batch(
+            "CREATE TRIGGER refuse BEFORE INSERT ON interval_findings
+             BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
+        )
+        .unwrap();
+    let err = rec(
+        &mut st,
+        &snapshot(T0 + 120 * S, T0 + 180 * S, vec![]),
+        &[documented("web", 1, T0 + 121 * S, T0 + 121 * S)],
+        b"seq 3",
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("writing a finding"), "{err}");
+    assert_eq!(st.interval_count().unwrap(), 2);
+    drop(st);
+    let st = Store::open(&path).unwrap();
+    assert_eq!(
+        st.checkpoint(BackendKind::Ebpf).unwrap().as_deref(),
+        Some(&b"seq 2"[..]),
+        "the checkpoint of the interval that was not recorded is not kept"
+    );
 }
 
 /// Checks that every interval in the database is whole: as many rows as it said it wrote.

@@ -1,6 +1,7 @@
 //! A minimal agent for the restart tests: opens the eBPF backend on the interfaces given, then
-//! obeys one command per stdin line (`collect` prints the interval as one JSON line, `quit`
-//! detaches and exits). Between commands it is idle, so a test can SIGKILL it at a known point.
+//! obeys one command per stdin line (`collect` prints the interval as one JSON line and commits
+//! the baseline, `quit` detaches and exits). Between commands it is idle, so a test can SIGKILL
+//! it at a known point.
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
@@ -41,6 +42,8 @@ fn main() {
                 let snap = backend.collect(SystemClock.now()).expect("collect");
                 writeln!(out, "{}", serde_json::to_string(&snap).unwrap()).unwrap();
                 out.flush().unwrap();
+                // Handed out: the agent commits at this point too (after its sinks).
+                backend.commit().expect("commit");
             }
             "quit" | "" => break,
             other => panic!("unknown command {other}"),
