@@ -143,6 +143,37 @@ fn analyze_reads_a_damaged_file_up_to_the_damage_and_says_where() {
 }
 
 #[test]
+fn observations_need_no_spec_and_a_report_does() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("a.pcap"),
+        td::pcap_file(1, false, false, &capture()),
+    )
+    .unwrap();
+    // A spec path that does not exist is not even opened with --observations.
+    for args in [
+        &["--observations", "--format", "json", "a.pcap"][..],
+        &[
+            "--spec",
+            "missing.toml",
+            "--observations",
+            "--format",
+            "json",
+            "a.pcap",
+        ][..],
+    ] {
+        let (code, out, err) = run(dir.path(), args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["observations"]["health"]["packets_seen"], 5);
+        assert_eq!(v["observations"]["flows"].as_array().unwrap().len(), 2);
+    }
+    let (code, _, err) = run(dir.path(), &["a.pcap"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--spec"), "{err}");
+}
+
+#[test]
 fn analyze_rejects_a_file_that_is_not_a_capture() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("spec.toml"), SPEC).unwrap();

@@ -295,25 +295,26 @@ pub fn run(a: &BenchPcapArgs) -> Result<()> {
     let spec = util::root().join("specs/thoughtspot.toml");
     let spec = spec.to_string_lossy().into_owned();
     // The capture is analysed as the servers' node would: their addresses are local.
-    let base_args = [
-        "analyze",
-        "--no-progress",
-        "--spec",
-        &spec,
-        "--local",
-        "10.0.0.0/24",
-        "--local",
-        "fd00::a00:0/120",
-    ];
+    let local = ["--local", "10.0.0.0/24", "--local", "fd00::a00:0/120"];
     runs.push(time(
         "portwatch analyze (read, decode, flows, report)",
-        &mut pin(Command::new(&bin).args(base_args).arg(&file)),
+        &mut pin(Command::new(&bin)
+            .args(["analyze", "--no-progress", "--spec", &spec])
+            .args(local)
+            .arg(&file)),
     )?);
     runs.push(time(
         "portwatch analyze --observations (no classify)",
         &mut pin(Command::new(&bin)
-            .args(base_args)
-            .arg("--observations")
+            .args(["analyze", "--no-progress", "--observations"])
+            .args(local)
+            .arg(&file)),
+    )?);
+    // Without node addresses each flow is oriented by its first packet.
+    runs.push(time(
+        "portwatch analyze --observations, no --local",
+        &mut pin(Command::new(&bin)
+            .args(["analyze", "--no-progress", "--observations"])
             .arg(&file)),
     )?);
     let tools: [(&str, &str, Vec<&str>); 3] = [

@@ -21,16 +21,18 @@ use crate::spec::Spec;
 /// Files at least this large get a progress bar (reading them takes more than a moment).
 const PROGRESS_MIN_BYTES: u64 = 64 << 20;
 
-/// Analyse capture files (pcap or pcapng; several interfaces per pcapng) against a spec.
+/// Analyse capture files (pcap or pcapng; several interfaces per pcapng) against a spec, or
+/// with `--observations` just show what they contain.
 ///
 /// Link types: Ethernet (802.1Q/802.1ad tags), Linux cooked SLL/SLL2, raw IP, BSD loopback.
 /// Frames cut by snaplen count with their wire length. A damaged file is read up to the damage,
 /// whose byte offset is reported. Listener findings need a live node and are skipped.
 #[derive(Debug, Args)]
 pub struct AnalyzeArgs {
-    /// The port spec (TOML) to hold the traffic against.
-    #[arg(long, value_name = "SPEC")]
-    pub spec: PathBuf,
+    /// The port spec (TOML) to hold the traffic against. Required for a report; not read with
+    /// `--observations`.
+    #[arg(long, value_name = "SPEC", required_unless_present = "observations")]
+    pub spec: Option<PathBuf>,
     /// The site inventory binding the spec's zones to networks (and naming the nodes).
     #[arg(long, value_name = "FILE")]
     pub inventory: Option<PathBuf>,
@@ -56,7 +58,7 @@ pub struct AnalyzeArgs {
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
     /// Print what was observed (files, health, per-port totals) instead of a report; needs no
-    /// classification.
+    /// spec (one given is ignored) and does no classification.
     #[arg(long)]
     pub observations: bool,
     /// Exit with status 1 when the report has violations or warnings.
@@ -93,7 +95,14 @@ pub(crate) fn ephemeral(v: &str) -> anyhow::Result<PortRange> {
 
 /// Runs `portwatch analyze`.
 pub fn run(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
-    let spec = Spec::load(&args.spec)?;
+    // The spec is only needed for a report: `--observations` neither requires nor reads it.
+    let spec = match (&args.spec, args.observations) {
+        (_, true) => None,
+        (Some(path), false) => Some(Spec::load(path)?),
+        (None, false) => {
+            anyhow::bail!("--spec SPEC is needed for a report (or use --observations)")
+        }
+    };
     let inventory = args.inventory.as_ref().map(Inventory::load).transpose()?;
     let mut orient = orienter(&args.local)?;
     let mut node = NodeInfo {
@@ -144,6 +153,9 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
         out.flush()?;
         return Ok(ExitCode::from(super::exit::OK));
     }
+    let Some(spec) = spec else {
+        anyhow::bail!("--spec SPEC is needed for a report (or use --observations)");
+    };
     let input = ClassifyInput {
         spec: &spec,
         inventory: inventory.as_ref(),
