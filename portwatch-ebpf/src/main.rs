@@ -207,10 +207,13 @@ fn add_counters(v: &mut PortCounters, inc: &PortCounters) {
     v.packets += inc.packets;
     v.segments += inc.segments;
     v.bytes += inc.bytes;
-    v.syn += inc.syn;
-    v.synack += inc.synack;
-    v.fin += inc.fin;
-    v.rst += inc.rst;
+    // Most packets carry none of these flags: skip four read-modify-writes.
+    if inc.syn | inc.synack | inc.fin | inc.rst != 0 {
+        v.syn += inc.syn;
+        v.synack += inc.synack;
+        v.fin += inc.fin;
+        v.rst += inc.rst;
+    }
 }
 
 /// Adds the packet to its flow (shared by all CPUs: atomic adds), inserting the flow when new.

@@ -100,13 +100,27 @@ fn per_packet_cost(args: &Args) {
             f
         }),
     ];
+    // What BPF_PROG_TEST_RUN's loop costs by itself: a program that only returns.
+    let empty = EmptyProgram::load().expect("load a two-instruction classifier");
+    let base = median(
+        (0..args.rounds)
+            .map(|_| f64::from(empty.run(&frames[0].1, args.repeat)))
+            .collect(),
+    );
     println!(
         "## Per-packet cost (BPF_PROG_TEST_RUN, repeat {}, median of {} runs)",
         args.repeat, args.rounds
     );
     println!();
-    println!("| frame | ingress ns/pkt | egress ns/pkt | ingress min | egress min |");
-    println!("| --- | ---: | ---: | ---: | ---: |");
+    println!(
+        "An empty program (return only) measures {base:.0} ns/pkt: the test loop's own cost, \
+         included in every figure below; \"net\" subtracts it."
+    );
+    println!();
+    println!(
+        "| frame | ingress ns/pkt | egress ns/pkt | ingress net | egress net | ingress min | egress min |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
     for (name, frame) in &frames {
         let mut cols = Vec::new();
         let mut mins = Vec::new();
@@ -127,15 +141,140 @@ fn per_packet_cost(args: &Args) {
             cols.push(median(runs));
         }
         println!(
-            "| {name} | {:.0} | {:.0} | {:.0} | {:.0} |",
-            cols[0], cols[1], mins[0], mins[1]
+            "| {name} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
+            cols[0],
+            cols[1],
+            cols[0] - base,
+            cols[1] - base,
+            mins[0],
+            mins[1]
         );
     }
     println!();
 }
 
-/// Small UDP datagrams from namespace b to a for `seconds`; returns (sent/s, received/s).
-fn blast(link: &Link, rx: &Arc<UdpSocket>, seconds: f64, payload: usize) -> (f64, f64) {
+/// A two-instruction `sched_cls` program (`r0 = -1; exit`), loaded with a raw `bpf(2)` call:
+/// the baseline of BPF_PROG_TEST_RUN's own per-repetition cost.
+struct EmptyProgram(std::os::fd::OwnedFd);
+
+impl EmptyProgram {
+    fn load() -> std::io::Result<Self> {
+        #[repr(C)]
+        struct ProgLoad {
+            prog_type: u32,
+            insn_cnt: u32,
+            insns: u64,
+            license: u64,
+            log_level: u32,
+            log_size: u32,
+            log_buf: u64,
+            kern_version: u32,
+            prog_flags: u32,
+        }
+        // BPF_MOV64_IMM(r0, -1); BPF_EXIT.
+        let insns: [u64; 2] = [(0xffff_ffff_u64 << 32) | 0xb7, 0x95];
+        let license = b"GPL\0";
+        let attr = ProgLoad {
+            prog_type: 3, // BPF_PROG_TYPE_SCHED_CLS
+            insn_cnt: 2,
+            insns: insns.as_ptr() as u64,
+            license: license.as_ptr() as u64,
+            log_level: 0,
+            log_size: 0,
+            log_buf: 0,
+            kern_version: 0,
+            prog_flags: 0,
+        };
+        // SAFETY: BPF_PROG_LOAD (5) with a live, properly sized prefix of `union bpf_attr`.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                5,
+                &raw const attr,
+                std::mem::size_of::<ProgLoad>(),
+            )
+        };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: a new fd that nothing else owns.
+        Ok(Self(unsafe {
+            std::os::fd::FromRawFd::from_raw_fd(fd as i32)
+        }))
+    }
+
+    /// Mean ns per repetition over `repeat` runs on `frame`.
+    fn run(&self, frame: &[u8], repeat: u32) -> u32 {
+        #[repr(C)]
+        #[derive(Default)]
+        struct TestRun {
+            prog_fd: u32,
+            retval: u32,
+            data_size_in: u32,
+            data_size_out: u32,
+            data_in: u64,
+            data_out: u64,
+            repeat: u32,
+            duration: u32,
+        }
+        let mut out = vec![0u8; frame.len() + 256];
+        let mut attr = TestRun {
+            prog_fd: std::os::fd::AsRawFd::as_raw_fd(&self.0) as u32,
+            data_size_in: frame.len() as u32,
+            data_size_out: out.len() as u32,
+            data_in: frame.as_ptr() as u64,
+            data_out: out.as_mut_ptr() as u64,
+            repeat,
+            ..TestRun::default()
+        };
+        // SAFETY: BPF_PROG_TEST_RUN (10) with a live, properly sized prefix of `union bpf_attr`;
+        // the buffers outlive the call.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                10,
+                &raw mut attr,
+                std::mem::size_of::<TestRun>(),
+            )
+        };
+        assert_eq!(
+            rc,
+            0,
+            "BPF_PROG_TEST_RUN of the empty program: {}",
+            std::io::Error::last_os_error()
+        );
+        attr.duration
+    }
+}
+
+/// One rate run.
+#[derive(Clone, Copy)]
+struct Rate {
+    sent: f64,
+    received: f64,
+    /// CPU time of the sending thread per datagram sent, in ns. On a veth the receive path
+    /// (a's ingress hook included) runs in the sender's softirq, on the sender's CPU, so this
+    /// is the whole path's cost per packet, and unlike a rate it does not count time the
+    /// hypervisor took away.
+    cpu_ns: f64,
+}
+
+/// One figure of a [`Rate`].
+type RateField = fn(&Rate) -> f64;
+
+/// CPU time of the calling thread, in ns.
+fn thread_cpu_ns() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime into a live timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &raw mut ts) };
+    ts.tv_sec as f64 * 1e9 + ts.tv_nsec as f64
+}
+
+/// Small UDP datagrams from namespace b to a for `seconds`.
+fn blast(link: &Link, rx: &Arc<UdpSocket>, seconds: f64, payload: usize) -> Rate {
     let stop = Arc::new(AtomicBool::new(false));
     let received = Arc::new(AtomicU64::new(0));
     let r = {
@@ -153,29 +292,53 @@ fn blast(link: &Link, rx: &Arc<UdpSocket>, seconds: f64, payload: usize) -> (f64
     let dst: SocketAddr = (link.a_v4, 9999).into();
     let src = link.b_v4;
     let start_rx = received.load(Ordering::Relaxed);
-    let (sent, elapsed) = link.b.run(move || {
+    let (sent, elapsed, cpu) = link.b.run(move || {
         pin_cpu(0);
         let tx = UdpSocket::bind((src, 0)).expect("bind");
         tx.connect(dst).expect("connect");
         let buf = vec![0u8; payload];
+        // sendmmsg: 64 datagrams per system call, so that the kernel path (where the programs
+        // run) and not the system call dominates the sender's time.
+        const BATCH: usize = 64;
+        let mut iov: Vec<libc::iovec> = (0..BATCH)
+            .map(|_| libc::iovec {
+                iov_base: buf.as_ptr() as *mut libc::c_void,
+                iov_len: buf.len(),
+            })
+            .collect();
+        // SAFETY: mmsghdr is plain data; every pointer set below outlives the calls.
+        let mut msgs: Vec<libc::mmsghdr> = (0..BATCH)
+            .map(|i| {
+                let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                m.msg_hdr.msg_iov = &raw mut iov[i];
+                m.msg_hdr.msg_iovlen = 1;
+                m
+            })
+            .collect();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&tx);
+        let c0 = thread_cpu_ns();
         let t0 = Instant::now();
         let mut n = 0u64;
         let end = Duration::from_secs_f64(seconds);
         while t0.elapsed() < end {
-            for _ in 0..64 {
-                if tx.send(&buf).is_ok() {
-                    n += 1;
-                }
+            // SAFETY: msgs/iov/buf are live for the call.
+            let rc = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), BATCH as u32, 0) };
+            if rc > 0 {
+                n += rc as u64;
             }
         }
-        (n, t0.elapsed().as_secs_f64())
+        (n, t0.elapsed().as_secs_f64(), thread_cpu_ns() - c0)
     });
     // Let the receiver drain what is queued, then stop it.
     std::thread::sleep(Duration::from_millis(200));
     let got = received.load(Ordering::Relaxed) - start_rx;
     stop.store(true, Ordering::Relaxed);
     let _ = r.join();
-    (sent as f64 / elapsed, got as f64 / elapsed)
+    Rate {
+        sent: sent as f64 / elapsed,
+        received: got as f64 / elapsed,
+        cpu_ns: cpu / sent.max(1) as f64,
+    }
 }
 
 fn pin_cpu(cpu: usize) {
@@ -187,7 +350,9 @@ fn pin_cpu(cpu: usize) {
     }
 }
 
-/// Interleaved runs without and with the programs attached to a's veth (ingress and egress).
+/// Interleaved runs on a's veth: nothing attached; a one-instruction classic BPF filter on the
+/// clsact ingress hook (what any TC observer pays before its program does anything); and
+/// portwatch's programs (TCX ingress and egress).
 fn udp_rate(args: &Args) {
     let link = Link::new().expect("namespaces");
     let a4 = link.a_v4;
@@ -199,38 +364,115 @@ fn udp_rate(args: &Args) {
     let pins = PinDir::new("benchrate").expect("pin dir");
     // Warm-up (ARP, caches).
     blast(&link, &rx, 0.3, args.payload);
-    let (mut off_tx, mut off_rx, mut on_tx, mut on_rx) = (vec![], vec![], vec![], vec![]);
+    let mut rounds: Vec<[Rate; 3]> = Vec::new();
+    // One configuration's run: 0 nothing, 1 the trivial filter, 2 portwatch.
+    let run = |which: usize| -> Rate {
+        match which {
+            0 => blast(&link, &rx, args.seconds, args.payload),
+            1 => {
+                link.a
+                    .exec("tc", &["qdisc", "add", "dev", &link.a_if, "clsact"])
+                    .expect("clsact");
+                link.a
+                    .exec(
+                        "tc",
+                        &[
+                            "filter",
+                            "add",
+                            "dev",
+                            &link.a_if,
+                            "ingress",
+                            "bpf",
+                            "bytecode",
+                            "1,6 0 0 0,",
+                        ],
+                    )
+                    .expect("trivial filter");
+                let r = blast(&link, &rx, args.seconds, args.payload);
+                link.a
+                    .exec("tc", &["qdisc", "del", "dev", &link.a_if, "clsact"])
+                    .expect("remove clsact");
+                r
+            }
+            _ => {
+                let cfg = EbpfConfig {
+                    ifaces: Some(vec![link.a_if.clone()]),
+                    flow_capacity: 65_536,
+                    pin_dir: pins.path.clone(),
+                    ..EbpfConfig::default()
+                };
+                let b = link.a.run(move || EbpfBackend::open(cfg).expect("attach"));
+                let r = blast(&link, &rx, args.seconds, args.payload);
+                b.close().expect("detach");
+                r
+            }
+        }
+    };
     for round in 0..args.rounds {
-        let (t, r) = blast(&link, &rx, args.seconds, args.payload);
-        off_tx.push(t);
-        off_rx.push(r);
-        let cfg = EbpfConfig {
-            ifaces: Some(vec![link.a_if.clone()]),
-            flow_capacity: 65_536,
-            pin_dir: pins.path.clone(),
-            ..EbpfConfig::default()
-        };
-        let b = link.a.run(move || EbpfBackend::open(cfg).expect("attach"));
-        let (t2, r2) = blast(&link, &rx, args.seconds, args.payload);
-        b.close().expect("detach");
-        on_tx.push(t2);
-        on_rx.push(r2);
+        // The order rotates from round to round, so that no configuration always runs first
+        // (or always right after another one).
+        let mut got = [None; 3];
+        for k in 0..3 {
+            let which = (round + k) % 3;
+            got[which] = Some(run(which));
+        }
+        let [none, hook, with] = got.map(|r| r.expect("every configuration ran"));
         eprintln!(
-            "round {round}: without {:.0} sent/s {:.0} received/s; with {:.0} sent/s {:.0} received/s",
-            t, r, t2, r2
+            "round {round}: nothing {:.0}/{:.0}/{:.0}, trivial filter {:.0}/{:.0}/{:.0}, portwatch {:.0}/{:.0}/{:.0} (sent/s, received/s, sender CPU ns/packet)",
+            none.sent,
+            none.received,
+            none.cpu_ns,
+            hook.sent,
+            hook.received,
+            hook.cpu_ns,
+            with.sent,
+            with.received,
+            with.cpu_ns
         );
+        rounds.push([none, hook, with]);
     }
-    let (ot, or, nt, nr) = (median(off_tx), median(off_rx), median(on_tx), median(on_rx));
+    let col = |i: usize, f: RateField| -> Vec<f64> { rounds.iter().map(|r| f(&r[i])).collect() };
+    // Each round runs the three back to back: per-round ratios cancel the host's slow drifts,
+    // which a ratio of medians does not.
+    let paired = |i: usize, j: usize, f: RateField| -> f64 {
+        median(
+            col(i, f)
+                .iter()
+                .zip(col(j, f))
+                .map(|(a, b)| a / b)
+                .collect(),
+        )
+    };
     println!(
         "## UDP rate, {}-byte payloads, namespace b -> a over veth ({} interleaved rounds of {} s, medians)",
         args.payload, args.rounds, args.seconds
     );
     println!();
-    println!("| | without program | with program | ratio |");
-    println!("| --- | ---: | ---: | ---: |");
-    println!("| sent packets/s | {ot:.0} | {nt:.0} | {:.3} |", nt / ot);
     println!(
-        "| received packets/s | {or:.0} | {nr:.0} | {:.3} |",
-        nr / or
+        "| | nothing attached | trivial clsact filter | portwatch | portwatch / nothing | portwatch / trivial filter |"
     );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    let rows: [(&str, RateField); 3] = [
+        ("sent packets/s", |r| r.sent),
+        ("received packets/s", |r| r.received),
+        ("sender CPU ns/packet", |r| r.cpu_ns),
+    ];
+    for (name, f) in rows {
+        println!(
+            "| {name} | {:.0} | {:.0} | {:.0} | {:.3} | {:.3} |",
+            median(col(0, f)),
+            median(col(1, f)),
+            median(col(2, f)),
+            paired(2, 0, f),
+            paired(2, 1, f),
+        );
+    }
+    let extra: Vec<f64> = rounds.iter().map(|r| r[2].cpu_ns - r[0].cpu_ns).collect();
+    println!();
+    println!(
+        "portwatch adds {:.0} ns of CPU per packet on the path (median of per-round differences).",
+        median(extra)
+    );
+    println!();
+    println!("(ratios are medians of the per-round ratios)");
 }
