@@ -470,3 +470,233 @@ fn non_linear_frames_are_counted() {
         assert_eq!(delta(&after, &before, common::CNT_PULL_FAILED), 0);
     }
 }
+
+/// A receiving AF_PACKET socket with `PACKET_AUXDATA`: shows each frame as the kernel's packet
+/// taps see it (the same point as TC: after the receive path moved an outer VLAN tag into skb
+/// metadata, before transmission on the way out), with the metadata tag if there is one.
+struct Tap {
+    fd: std::os::fd::OwnedFd,
+}
+
+/// One frame seen by a [`Tap`]: its bytes and the VLAN tag (TPID, TCI) carried in metadata.
+struct Tapped {
+    bytes: Vec<u8>,
+    meta_tag: Option<(u16, u16)>,
+}
+
+impl Tap {
+    /// Opens the tap on `ifname` of the calling thread's namespace.
+    fn open(ifname: &str) -> std::io::Result<Self> {
+        use std::os::fd::FromRawFd;
+        let c = std::ffi::CString::new(ifname).unwrap();
+        // SAFETY: if_nametoindex with a NUL-terminated name.
+        let ifindex = unsafe { libc::if_nametoindex(c.as_ptr()) } as i32;
+        let proto = (libc::ETH_P_ALL as u16).to_be();
+        // SAFETY: plain socket(2) call.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                i32::from(proto),
+            )
+        };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: a new fd that nothing else owns.
+        let me = Self {
+            fd: unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) },
+        };
+        // SAFETY: sockaddr_ll is plain data.
+        let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sa.sll_family = libc::AF_PACKET as u16;
+        sa.sll_protocol = proto;
+        sa.sll_ifindex = ifindex;
+        let one: libc::c_int = 1;
+        let tv = libc::timeval {
+            tv_sec: 5,
+            tv_usec: 0,
+        };
+        // SAFETY: bind/setsockopt on our fd with live, correctly sized arguments.
+        let ok = unsafe {
+            libc::bind(
+                fd,
+                (&raw const sa).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            ) == 0
+                && libc::setsockopt(
+                    fd,
+                    libc::SOL_PACKET,
+                    libc::PACKET_AUXDATA,
+                    (&raw const one).cast(),
+                    4,
+                ) == 0
+                && libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVTIMEO,
+                    (&raw const tv).cast(),
+                    std::mem::size_of::<libc::timeval>() as u32,
+                ) == 0
+        };
+        if !ok {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(me)
+    }
+
+    /// The next frame the interface sent (`outgoing`) or received.
+    fn next(&self, outgoing: bool) -> std::io::Result<Tapped> {
+        use std::os::fd::AsRawFd;
+        loop {
+            let mut buf = vec![0u8; 4096];
+            let mut ctl = [0u64; 64];
+            // SAFETY: sockaddr_ll and msghdr are plain data.
+            let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            let mut iov = libc::iovec {
+                iov_base: buf.as_mut_ptr().cast(),
+                iov_len: buf.len(),
+            };
+            // SAFETY: as above.
+            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+            msg.msg_name = (&raw mut from).cast();
+            msg.msg_namelen = std::mem::size_of::<libc::sockaddr_ll>() as u32;
+            msg.msg_iov = &raw mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = ctl.as_mut_ptr().cast();
+            msg.msg_controllen = std::mem::size_of_val(&ctl);
+            // SAFETY: recvmsg into the buffers above, which outlive the call.
+            let n = unsafe { libc::recvmsg(self.fd.as_raw_fd(), &raw mut msg, 0) };
+            if n < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if (from.sll_pkttype == libc::PACKET_OUTGOING) != outgoing {
+                continue;
+            }
+            buf.truncate(n as usize);
+            let mut meta_tag = None;
+            // SAFETY: walking the control messages the kernel wrote into `ctl`.
+            unsafe {
+                let mut c = libc::CMSG_FIRSTHDR(&raw const msg);
+                while !c.is_null() {
+                    if (*c).cmsg_level == libc::SOL_PACKET && (*c).cmsg_type == libc::PACKET_AUXDATA
+                    {
+                        let aux: libc::tpacket_auxdata =
+                            std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                        if aux.tp_status & libc::TP_STATUS_VLAN_VALID != 0 {
+                            let tpid = if aux.tp_status & libc::TP_STATUS_VLAN_TPID_VALID != 0 {
+                                aux.tp_vlan_tpid
+                            } else {
+                                0x8100
+                            };
+                            meta_tag = Some((tpid, aux.tp_vlan_tci));
+                        }
+                    }
+                    c = libc::CMSG_NXTHDR(&raw const msg, c);
+                }
+            }
+            return Ok(Tapped {
+                bytes: buf,
+                meta_tag,
+            });
+        }
+    }
+}
+
+/// Where the VLAN tag is when the programs run, observed rather than assumed: on b's egress the
+/// tags are in the packet bytes (as the AF_PACKET socket sent them), on a's ingress the kernel
+/// has moved the outer tag into skb metadata (`vlan_present`) and only an inner tag is left in
+/// the bytes. Both paths count every frame, with the bytes that were on the wire.
+#[test]
+fn vlan_tags_count_in_packet_bytes_and_in_skb_metadata() {
+    if !require_root("vlan_tags_count_in_packet_bytes_and_in_skb_metadata") {
+        return;
+    }
+    let (link, a, b, _pa, _pb) = rig(true, true);
+    let (mut a, mut b) = (a.unwrap(), b.unwrap());
+    let pl = [0x24u8; 30];
+    let q = builder(&link, vec![(0x8100, 11)]).ipv4(
+        link.b_v4,
+        link.a_v4,
+        &L4::Udp {
+            sport: 30201,
+            dport: 20201,
+            payload: &pl,
+        },
+        &V4Opts::default(),
+    );
+    let qinq = builder(&link, vec![(0x88a8, 21), (0x8100, 31)]).ipv6(
+        link.b_v6,
+        link.a_v6,
+        &[],
+        &L4::Udp {
+            sport: 30202,
+            dport: 20202,
+            payload: &pl,
+        },
+    );
+    // The frames as a's receive path must present them: the outer tag (bytes 12..16) gone
+    // from the bytes.
+    let untag = |f: &[u8]| [&f[..12], &f[16..]].concat();
+    let (a_if, b_if) = (link.a_if.clone(), link.b_if.clone());
+    let tap_a = link.a.run(move || Tap::open(&a_if)).expect("tap a");
+    let tap_b = link.b.run(move || Tap::open(&b_if)).expect("tap b");
+    let (ca0, cb0) = (a.kernel_counters().unwrap(), b.kernel_counters().unwrap());
+    send(&link, vec![q.clone(), qinq.clone()]);
+
+    // What the taps saw: K of each, tag where expected.
+    let (mut seen_a, mut seen_b) = ([0u64; 2], [0u64; 2]);
+    while seen_a != [K, K] {
+        let t = tap_a.next(false).expect("a's receive tap");
+        if t.bytes == untag(&q) {
+            assert_eq!(t.meta_tag, Some((0x8100, 11)), "802.1Q on a");
+            seen_a[0] += 1;
+        } else if t.bytes == untag(&qinq) {
+            assert_eq!(t.meta_tag, Some((0x88a8, 21)), "802.1ad outer tag on a");
+            assert_eq!(
+                &t.bytes[12..14],
+                &[0x81, 0x00],
+                "inner tag left in the bytes"
+            );
+            seen_a[1] += 1;
+        }
+    }
+    while seen_b != [K, K] {
+        let t = tap_b.next(true).expect("b's transmit tap");
+        if t.bytes == q {
+            seen_b[0] += 1;
+        } else if t.bytes == qinq {
+            seen_b[1] += 1;
+        } else {
+            continue;
+        }
+        assert_eq!(t.meta_tag, None, "b sends the tags in the bytes");
+    }
+
+    let (sa, sb) = (a.collect(1).unwrap(), b.collect(1).unwrap());
+    let (ca, cb) = (a.kernel_counters().unwrap(), b.kernel_counters().unwrap());
+    for (dport, frame) in [(20201u16, &q), (20202, &qinq)] {
+        let on_a = port(&sa, Transport::Udp, dport, Side::Local, Direction::In);
+        assert_eq!(
+            (on_a.packets, on_a.bytes),
+            (K, K * frame.len() as u64),
+            "port {dport} on a's ingress (outer tag in metadata, its 4 bytes added back)"
+        );
+        let on_b = port(&sb, Transport::Udp, dport, Side::Remote, Direction::Out);
+        assert_eq!(
+            (on_b.packets, on_b.bytes),
+            (K, K * frame.len() as u64),
+            "port {dport} on b's egress (tags in the bytes)"
+        );
+    }
+    assert_eq!(
+        delta(&ca, &ca0, common::CNT_VLAN),
+        2 * K,
+        "a: tagged frames"
+    );
+    assert_eq!(
+        delta(&cb, &cb0, common::CNT_VLAN),
+        2 * K,
+        "b: tagged frames"
+    );
+}
