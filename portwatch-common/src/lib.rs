@@ -252,6 +252,91 @@ mod tests {
     }
 
     #[test]
+    fn every_field_of_a_port_key_changes_its_word() {
+        let base = PortKey::to_word(443, 6, SIDE_LOCAL, DIR_INGRESS);
+        for other in [
+            PortKey::to_word(444, 6, SIDE_LOCAL, DIR_INGRESS),
+            PortKey::to_word(443, 17, SIDE_LOCAL, DIR_INGRESS),
+            PortKey::to_word(443, 6, SIDE_REMOTE, DIR_INGRESS),
+            PortKey::to_word(443, 6, SIDE_LOCAL, DIR_EGRESS),
+        ] {
+            assert_ne!(other, base);
+        }
+        // Fields do not overlap: the highest value of each survives a round trip next to the
+        // others' highest values.
+        let k = PortKey::from_word(PortKey::to_word(u16::MAX, u8::MAX, u8::MAX, u8::MAX)).unwrap();
+        assert_eq!(
+            (k.port, k.proto, k.side, k.dir),
+            (u16::MAX, u8::MAX, u8::MAX, u8::MAX)
+        );
+        assert_eq!(k._pad, [0; 3]);
+    }
+
+    #[test]
+    fn every_key_the_programs_make_finds_a_slot_in_a_three_quarter_full_table() {
+        // The realistic worst case the default table is sized for: every TCP and UDP port on
+        // the remote side in one direction (131,072 keys of 131,072 slots would be full; this is
+        // 3/4 of it), placed as the kernel places them.
+        let slots = DEFAULT_PORT_SLOTS as usize;
+        let mask = DEFAULT_PORT_SLOTS - 1;
+        let mut table = [0u64; DEFAULT_PORT_SLOTS as usize];
+        let mut placed = 0usize;
+        let mut longest = 0u32;
+        'keys: for i in 0..slots * 3 / 4 {
+            let proto = if i % 2 == 0 { 6 } else { 17 };
+            let w = PortKey::to_word((i / 2) as u16, proto, SIDE_REMOTE, DIR_INGRESS);
+            let h = port_hash(w);
+            for p in 0..PORT_PROBES {
+                let s = &mut table[(h.wrapping_add(p) & mask) as usize];
+                if *s == 0 {
+                    *s = w;
+                    placed += 1;
+                    longest = longest.max(p);
+                    continue 'keys;
+                }
+            }
+        }
+        assert_eq!(placed, slots * 3 / 4, "longest probe {longest}");
+    }
+
+    #[test]
+    fn layouts_match_what_the_kernel_and_userspace_read() {
+        use core::mem::offset_of;
+        assert_eq!(offset_of!(PortSlot, key), 0);
+        assert_eq!(offset_of!(PortSlot, counters), 8);
+        assert_eq!(offset_of!(PortCounters, packets), 0);
+        assert_eq!(offset_of!(PortCounters, rst), 48);
+        assert_eq!(offset_of!(FlowKey, local_addr), 0);
+        assert_eq!(offset_of!(FlowKey, remote_addr), 16);
+        assert_eq!(offset_of!(FlowKey, local_port), 32);
+        assert_eq!(offset_of!(FlowKey, remote_port), 34);
+        assert_eq!(offset_of!(FlowKey, proto), 36);
+        assert_eq!(offset_of!(FlowKey, family), 37);
+        assert_eq!(offset_of!(FlowValue, tcp_flags), 48);
+        assert_eq!(offset_of!(FlowValue, syns), 56);
+        // Counter indices are distinct and inside the array.
+        let all = [
+            CNT_PACKETS,
+            CNT_FLOW_FULL,
+            CNT_FLOW_ERR,
+            CNT_PORT_FULL,
+            CNT_PORT_ERR,
+            CNT_MALFORMED,
+            CNT_TRUNCATED,
+            CNT_NON_IP,
+            CNT_FRAGMENTS,
+            CNT_VLAN,
+            CNT_PULLED,
+            CNT_PULL_FAILED,
+            CNT_EXT_LIMIT,
+        ];
+        for (i, a) in all.iter().enumerate() {
+            assert!(*a < COUNTERS_LEN);
+            assert!(all[i + 1..].iter().all(|b| b != a), "index {a} used twice");
+        }
+    }
+
+    #[test]
     fn neighbouring_ports_spread_over_the_table() {
         let mask = DEFAULT_PORT_SLOTS - 1;
         let mut seen = [false; 1024];

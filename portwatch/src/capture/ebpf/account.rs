@@ -281,6 +281,159 @@ mod tests {
     }
 
     #[test]
+    fn a_counter_below_its_baseline_reports_nothing_rather_than_wrapping() {
+        // Maps re-created under a stale baseline (the collector prevents this; saturation is
+        // the last guard): a smaller cumulative value must not turn into 2^64 - n.
+        let mut base = Baseline::default();
+        base.totals.insert(key(17, 53, 0, 0), pc(100, 10_000));
+        base.counters[common::CNT_PACKETS] = 100;
+        base.counters[common::CNT_MALFORMED] = 5;
+        let mut r = Reading::default();
+        r.totals.insert(
+            key(17, 53, 0, 0),
+            PortCounters {
+                packets: 3,
+                segments: 3,
+                bytes: 20_000,
+                ..PortCounters::default()
+            },
+        );
+        r.counters[common::CNT_PACKETS] = 3;
+        let (s, next) = account(&base, r, &OFF, 0, 1);
+        let p = &s.ports[0];
+        assert_eq!(
+            (p.counts.packets, p.counts.segments, p.counts.bytes),
+            (0, 0, 10_000),
+            "each field saturates on its own"
+        );
+        assert_eq!(s.health.packets_seen, 0);
+        assert_eq!(s.health.malformed, 0);
+        // The next baseline is the reading itself: later intervals count from there.
+        assert_eq!(next.totals[&key(17, 53, 0, 0)].packets, 3);
+        assert_eq!(next.counters[common::CNT_PACKETS], 3);
+    }
+
+    #[test]
+    fn counters_near_u64_max_give_exact_deltas() {
+        let big = u64::MAX - 10;
+        let mut base = Baseline::default();
+        base.totals.insert(key(6, 443, 0, 1), pc(big, big));
+        let mut r = Reading::default();
+        r.totals.insert(key(6, 443, 0, 1), pc(big + 7, u64::MAX));
+        let (s, _) = account(&base, r, &OFF, 0, 1);
+        assert_eq!(
+            (s.ports[0].counts.packets, s.ports[0].counts.bytes),
+            (7, 10)
+        );
+        assert_eq!(
+            (s.ports[0].side, s.ports[0].dir),
+            (Side::Local, Direction::Out)
+        );
+    }
+
+    #[test]
+    fn kernel_health_counters_map_onto_health() {
+        let mut r = Reading::default();
+        for (i, v) in [
+            (common::CNT_PACKETS, 1000),
+            (common::CNT_FLOW_FULL, 1),
+            (common::CNT_FLOW_ERR, 2),
+            (common::CNT_PORT_FULL, 4),
+            (common::CNT_PORT_ERR, 8),
+            (common::CNT_MALFORMED, 16),
+            (common::CNT_EXT_LIMIT, 32),
+            (common::CNT_TRUNCATED, 64),
+            (common::CNT_PULL_FAILED, 128),
+            (common::CNT_NON_IP, 256),
+            // Informational counters that are not losses.
+            (common::CNT_FRAGMENTS, 512),
+            (common::CNT_VLAN, 1024),
+            (common::CNT_PULLED, 2048),
+        ] {
+            r.counters[i] = v;
+        }
+        let (s, _) = account(&Baseline::default(), r, &OFF, 0, 1);
+        assert_eq!(
+            s.health,
+            Health {
+                flow_table_full: 1,
+                flow_update_errors: 2,
+                port_table_full: 4 + 8,
+                malformed: 16 + 32,
+                truncated: 64 + 128,
+                non_ip: 256,
+                capture_drops: 0,
+                packets_seen: 1000,
+            }
+        );
+    }
+
+    #[test]
+    fn protocols_and_sides_map_onto_the_model() {
+        let mut r = Reading::default();
+        for (proto, port) in [(1u8, 0x0800u16), (58, 0x8000), (132, 2905), (47, 0)] {
+            r.totals.insert(key(proto, port, 0, 0), pc(1, 100));
+        }
+        r.totals.insert(key(17, 9, 1, 1), pc(2, 64));
+        let (s, _) = account(&Baseline::default(), r, &OFF, 0, 1);
+        let got: Vec<_> = s
+            .ports
+            .iter()
+            .map(|p| (p.transport, p.port, p.side, p.dir))
+            .collect();
+        let mut want = vec![
+            (Transport::Icmp, 0x0800, Side::Local, Direction::In),
+            (Transport::Icmpv6, 0x8000, Side::Local, Direction::In),
+            (Transport::Sctp, 2905, Side::Local, Direction::In),
+            (Transport::Other(47), 0, Side::Local, Direction::In),
+            (Transport::Udp, 9, Side::Remote, Direction::Out),
+        ];
+        want.sort();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn drained_flows_are_sorted_and_ipv6_keys_keep_their_addresses() {
+        let a: Ipv6Addr = "fd00::a".parse().unwrap();
+        let b: Ipv6Addr = "fd00::b".parse().unwrap();
+        let words = |x: Ipv6Addr| {
+            let o = x.octets();
+            let mut w = [0u32; 4];
+            for (i, c) in o.chunks_exact(4).enumerate() {
+                w[i] = u32::from_ne_bytes([c[0], c[1], c[2], c[3]]);
+            }
+            w
+        };
+        let k = |port: u16| KFlowKey {
+            local_addr: words(a),
+            remote_addr: words(b),
+            local_port: port,
+            remote_port: 5000,
+            proto: 17,
+            family: common::FAMILY_V6,
+            _pad: [0; 2],
+        };
+        let v = FlowValue {
+            packets_in: 1,
+            ..FlowValue::default()
+        };
+        let r = Reading {
+            flows: vec![(k(300), v), (k(100), v), (k(200), v)],
+            ..Reading::default()
+        };
+        let (s, next) = account(&Baseline::default(), r, &OFF, 0, 1);
+        let ports: Vec<u16> = s.flows.iter().map(|f| f.key.local.port).collect();
+        assert_eq!(ports, vec![100, 200, 300]);
+        assert!(
+            s.flows
+                .iter()
+                .all(|f| f.key.local.addr == IpAddr::V6(a) && f.key.remote.addr == IpAddr::V6(b))
+        );
+        // Flow detail is drained, never part of the baseline.
+        assert!(next.totals.is_empty());
+    }
+
+    #[test]
     fn ipv6_addresses_come_back_in_order() {
         let a: Ipv6Addr = "2001:db8::1:2".parse().unwrap();
         let o = a.octets();

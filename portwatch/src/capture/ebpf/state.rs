@@ -245,6 +245,30 @@ pub(crate) fn save(
 pub(crate) const PIN_NAME: &str = "PW_BASELINE";
 const CHUNK: usize = 64 * 1024;
 
+/// `bytes` as the values of the baseline array: an 8-byte little-endian length, the bytes, zero
+/// padding to a whole number of `CHUNK`-byte chunks (at least one).
+fn frame(bytes: &[u8]) -> Vec<Vec<u8>> {
+    let mut payload = Vec::with_capacity(bytes.len() + 8);
+    payload.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+    payload.extend_from_slice(bytes);
+    payload
+        .chunks(CHUNK)
+        .map(|c| {
+            let mut v = c.to_vec();
+            v.resize(CHUNK, 0);
+            v
+        })
+        .collect()
+}
+
+/// The bytes [`frame`] framed, once `framed` (the chunks read so far, concatenated) holds them
+/// all; `None` while it is shorter than its recorded length.
+fn unframe(framed: &[u8]) -> Option<&[u8]> {
+    let len = u64::from_le_bytes(framed.get(..8)?.try_into().ok()?);
+    let end = usize::try_from(len).ok()?.checked_add(8)?;
+    framed.get(8..end)
+}
+
 /// The baseline as a pinned BPF array map of 64 KiB chunks: an 8-byte length, then the bytes.
 pub(crate) struct BpffsStore {
     dir: PathBuf,
@@ -285,44 +309,29 @@ impl BaselineStore for BpffsStore {
             path: self.location(),
             what: what.to_owned(),
         };
-        let mut payload = Vec::new();
+        let mut framed = Vec::new();
         let mut chunk = vec![0u8; CHUNK];
         let mut index = 0u32;
         loop {
             match sys::array_get(fd.as_fd(), index, &mut chunk) {
-                Ok(()) => payload.extend_from_slice(&chunk),
+                Ok(()) => framed.extend_from_slice(&chunk),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => break,
                 Err(e) => return Err(self.io("read chunk")(e)),
             }
             index += 1;
-            if payload.len() >= 8 {
-                let len = u64::from_le_bytes(payload[..8].try_into().unwrap_or_default()) as usize;
-                if payload.len() >= len.saturating_add(8) {
-                    payload.truncate(len + 8);
-                    return Ok(Some(payload.split_off(8)));
-                }
+            if let Some(bytes) = unframe(&framed) {
+                return Ok(Some(bytes.to_vec()));
             }
         }
         Err(corrupt("shorter than its recorded length"))
     }
 
     fn write(&self, bytes: &[u8]) -> Result<(), StateError> {
-        let mut payload = Vec::with_capacity(bytes.len() + 8);
-        payload.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
-        payload.extend_from_slice(bytes);
-        let chunks = payload.len().div_ceil(CHUNK).max(1);
-        let fd = sys::array_create("pw_baseline", CHUNK as u32, chunks as u32)
+        let chunks = frame(bytes);
+        let fd = sys::array_create("pw_baseline", CHUNK as u32, chunks.len() as u32)
             .map_err(self.io("BPF_MAP_CREATE"))?;
-        for (i, c) in payload.chunks(CHUNK).enumerate() {
-            let mut buf;
-            let value = if c.len() == CHUNK {
-                c
-            } else {
-                buf = vec![0u8; CHUNK];
-                buf[..c.len()].copy_from_slice(c);
-                &buf[..]
-            };
-            sys::array_set(fd.as_fd(), i as u32, value).map_err(self.io("write chunk"))?;
+        for (i, c) in chunks.iter().enumerate() {
+            sys::array_set(fd.as_fd(), i as u32, c).map_err(self.io("write chunk"))?;
         }
         let tmp = self.tmp();
         let _ = fs::remove_file(&tmp);
@@ -403,6 +412,58 @@ mod tests {
         let (id2, b2) = decode(Path::new("x"), &bytes).unwrap();
         assert_eq!(id, id2);
         assert_eq!(b, b2);
+    }
+
+    #[test]
+    fn framing_spans_chunks_and_needs_every_one() {
+        // 3,000 keys: about 190 KB encoded, four chunks.
+        let (id, mut b) = sample();
+        for port in 0..3_000u16 {
+            let k = PortKey {
+                port,
+                proto: 6,
+                side: (port % 2) as u8,
+                dir: 0,
+                _pad: [0; 3],
+            };
+            b.totals.insert(
+                k,
+                PortCounters {
+                    packets: u64::from(port) * 3,
+                    bytes: u64::MAX - u64::from(port),
+                    ..PortCounters::default()
+                },
+            );
+        }
+        let bytes = encode(&id, &b);
+        let chunks = frame(&bytes);
+        assert_eq!(chunks.len(), (bytes.len() + 8).div_ceil(CHUNK));
+        assert!(chunks.len() >= 3);
+        assert!(chunks.iter().all(|c| c.len() == CHUNK));
+        let all = chunks.concat();
+        // Every chunk but the last is not enough.
+        for n in 0..chunks.len() {
+            assert_eq!(unframe(&all[..n * CHUNK]), None, "{n} chunks");
+        }
+        let back = unframe(&all).expect("complete");
+        assert_eq!(back, &bytes[..]);
+        let (id2, b2) = decode(Path::new("x"), back).unwrap();
+        assert_eq!((id2, b2), (id, b));
+    }
+
+    #[test]
+    fn framing_at_chunk_boundaries_and_of_nothing() {
+        for len in [0, CHUNK - 8, CHUNK - 7, CHUNK, 2 * CHUNK - 8] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let chunks = frame(&bytes);
+            assert_eq!(chunks.len(), (len + 8).div_ceil(CHUNK), "len {len}");
+            assert_eq!(unframe(&chunks.concat()), Some(&bytes[..]), "len {len}");
+        }
+        // A recorded length beyond what is there (a lost chunk) is never accepted.
+        let mut short = frame(&[1u8; 100]).concat();
+        short[..8].copy_from_slice(&(CHUNK as u64).to_le_bytes());
+        assert_eq!(unframe(&short), None);
+        assert_eq!(unframe(&[0u8; 7]), None);
     }
 
     #[test]
