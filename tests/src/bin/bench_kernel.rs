@@ -94,7 +94,7 @@ fn per_packet_cost(args: &Args) {
         ("IPv4 TCP", fb.ipv4(s4, d4, &tcp, &V4Opts::default())),
         ("IPv6 UDP", fb.ipv6(s6, d6, &[], &udp)),
         ("IPv6 TCP", fb.ipv6(s6, d6, &[], &tcp)),
-        ("ARP (parse only, no map update)", {
+        ("ARP (parsed, counted as non-IP: no port or flow update)", {
             let mut f = fb.l2(0x0806);
             f.extend_from_slice(&[0u8; 28]);
             f
