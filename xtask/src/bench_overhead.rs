@@ -33,6 +33,12 @@ pub struct BenchOverheadArgs {
     /// Skip the tcpdump runs.
     #[arg(long)]
     pub no_peers: bool,
+    /// Only one scenario: `steady` or `many`.
+    #[arg(long)]
+    pub only: Option<String>,
+    /// Print the agent's per-interval phase timings (its debug log).
+    #[arg(long)]
+    pub timings: bool,
 }
 
 /// Builds both binaries (release) and runs the benchmark.
@@ -65,6 +71,12 @@ pub fn run(a: &BenchOverheadArgs) -> Result<()> {
     }
     if a.no_peers {
         cmd.arg("--no-peers");
+    }
+    if let Some(o) = &a.only {
+        cmd.args(["--only", o]);
+    }
+    if a.timings {
+        cmd.arg("--timings");
     }
     util::sh(&mut cmd)
 }

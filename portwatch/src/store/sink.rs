@@ -84,18 +84,34 @@ impl Sink for HistorySink {
         &mut self,
         r: &IntervalReport<'_>,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        if self.pending.len() >= MAX_PENDING {
-            self.pending.pop_front();
-            self.dropped += 1;
-        }
-        self.pending.push_back(Pending {
-            node: r.node.name.clone(),
-            backend: r.backend,
-            snapshot: r.interval.clone(),
-            findings: r.interval_findings.findings.clone(),
-            checkpoint: r.checkpoint.map(<[u8]>::to_vec),
+        // Older intervals first; this one is written from the borrowed report when nothing
+        // waits (no copy of a large interval), and kept for a retry only when it fails.
+        let direct = self.flush().and_then(|()| {
+            self.store
+                .record_interval(&IntervalRecord {
+                    node: &r.node.name,
+                    backend: r.backend,
+                    snapshot: r.interval,
+                    findings: &r.interval_findings.findings,
+                    collect_errors: 0,
+                    checkpoint: r.checkpoint,
+                })
+                .map(|_| ())
         });
-        self.flush()?;
+        if let Err(e) = direct {
+            if self.pending.len() >= MAX_PENDING {
+                self.pending.pop_front();
+                self.dropped += 1;
+            }
+            self.pending.push_back(Pending {
+                node: r.node.name.clone(),
+                backend: r.backend,
+                snapshot: r.interval.clone(),
+                findings: r.interval_findings.findings.clone(),
+                checkpoint: r.checkpoint.map(<[u8]>::to_vec),
+            });
+            return Err(e.into());
+        }
         if self
             .last_prune
             .is_none_or(|t| r.now.saturating_sub(t) >= PRUNE_EVERY)

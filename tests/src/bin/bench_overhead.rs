@@ -2,7 +2,7 @@
 //! `portwatch run` agent (eBPF backend, reports, history and metrics on) watches one end of a
 //! veth pair while a paced AF_PACKET sender in the other namespace puts a steady packet rate
 //! on the wire; the agent's CPU time (utime + stime from /proc/PID/stat) and memory (VmRSS,
-//! VmHWM) are read over a steady window. Scenarios: a few thousand flows, and one million
+//! VmHWM) are read over a steady window. Scenarios: 1,024 flows, and one million
 //! distinct flows cycled through every interval. The same load is then watched by a peer
 //! (`tcpdump -w /dev/null`) for a ratio. Prints figures and the goal; asserts nothing about
 //! speed.
@@ -33,6 +33,8 @@ struct Args {
     flow_capacity: Option<String>,
     peers: bool,
     spec: PathBuf,
+    only: Option<String>,
+    timings: bool,
 }
 
 fn parse_args() -> Args {
@@ -46,6 +48,8 @@ fn parse_args() -> Args {
         flow_capacity: None,
         peers: true,
         spec: PathBuf::from("specs/thoughtspot.toml"),
+        only: None,
+        timings: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -60,9 +64,11 @@ fn parse_args() -> Args {
             "--flow-capacity" => a.flow_capacity = Some(val()),
             "--no-peers" => a.peers = false,
             "--spec" => a.spec = PathBuf::from(val()),
+            "--only" => a.only = Some(val()),
+            "--timings" => a.timings = true,
             other => panic!(
                 "unknown argument {other}; use --rate PPS --warmup S --seconds S --interval D \
-                 --many N --few N --flow-capacity N --no-peers --spec FILE"
+                 --many N --few N --flow-capacity N --no-peers --spec FILE --only steady|many --timings"
             ),
         }
     }
@@ -312,6 +318,10 @@ fn agent_run(
         args.extend(["--flow-capacity".to_owned(), c.clone()]);
     }
     let mut cmd = command(&link.a.path(), None, &portwatch_bin(), &args);
+    if a.timings {
+        // The agent's per-interval phase timings are logged at debug level.
+        cmd.env("RUST_LOG", "info,portwatch::agent=debug");
+    }
     pin_child(&mut cmd, 1);
     let mut agent = Agent::spawn(cmd).expect("starting the agent");
     assert!(
@@ -335,6 +345,12 @@ fn agent_run(
     .expect("report is JSON");
     let h = &report["health"];
     eprintln!("{scenario}: agent log tail:\n{}", tail(&log, 6));
+    for l in log.lines().filter(|l| l.contains("interval: collect")) {
+        eprintln!(
+            "{scenario}: {}",
+            l.rsplit_once("interval: ").map_or(l, |(_, t)| t)
+        );
+    }
     Figures {
         scenario,
         process: "portwatch run".into(),
@@ -413,12 +429,16 @@ fn main() {
     let link = Link::new().expect("namespaces and veth");
     let pins = PinDir::new("overhead").expect("bpffs pin dir");
     let src_mac = Link::mac(&link.b, &link.b_if).expect("MAC of b");
-    let few = Arc::new(frame_pool(a.few, src_mac, link.a_v4));
-    let many = Arc::new(frame_pool(a.many, src_mac, link.a_v4));
-    let scenarios: [(&'static str, &Arc<Vec<u8>>, u32); 2] =
-        [("steady", &few, a.few), ("1M flows", &many, a.many)];
+    let mut scenarios: Vec<(&'static str, u32)> = Vec::new();
+    if a.only.as_deref().is_none_or(|o| o == "steady") {
+        scenarios.push(("steady", a.few));
+    }
+    if a.only.as_deref().is_none_or(|o| o == "many") {
+        scenarios.push(("1M flows", a.many));
+    }
     let mut rows = Vec::new();
-    for (name, pool, flows) in scenarios {
+    for (name, flows) in scenarios {
+        let pool = &Arc::new(frame_pool(flows, src_mac, link.a_v4));
         eprintln!(
             "bench_overhead: {name}: {flows} flows at {} packets/s",
             a.rate
