@@ -425,8 +425,11 @@ pub(crate) struct Collector<M> {
     store: Box<dyn state::BaselineStore>,
     baseline: Baseline,
     start: UnixNanos,
-    /// The encoded baseline of the last collect, until it is committed to `store`.
-    pending: Option<Vec<u8>>,
+    /// Whether the baseline of the last collect is not yet committed to `store`.
+    pending: bool,
+    /// Its encoding, made when first asked for (after classification, not during it: it is as
+    /// large as the per-port table).
+    encoded: std::cell::OnceCell<Vec<u8>>,
 }
 
 impl<M: KernelMaps> Collector<M> {
@@ -458,7 +461,8 @@ impl<M: KernelMaps> Collector<M> {
             store,
             baseline: Baseline::default(),
             start: 0,
-            pending: None,
+            pending: false,
+            encoded: std::cell::OnceCell::new(),
         };
         let pinned_seq = pinned
             .as_ref()
@@ -538,7 +542,8 @@ impl<M: KernelMaps> Collector<M> {
         offset: &MonotonicOffset,
     ) -> Result<Snapshot, EbpfError> {
         let (snap, next) = self.read_interval(now, offset)?;
-        self.pending = Some(state::encode(self.maps.identity(), &next));
+        self.pending = true;
+        self.encoded = std::cell::OnceCell::new();
         self.baseline = next;
         self.start = now;
         Ok(snap)
@@ -546,15 +551,21 @@ impl<M: KernelMaps> Collector<M> {
 
     /// The encoded baseline of the last collect, not yet committed.
     pub(crate) fn checkpoint(&self) -> Option<&[u8]> {
-        self.pending.as_deref()
+        self.pending.then(|| self.encoded_baseline())
+    }
+
+    fn encoded_baseline(&self) -> &[u8] {
+        self.encoded
+            .get_or_init(|| state::encode(self.maps.identity(), &self.baseline))
     }
 
     /// Persists the baseline of the last collect (nothing to do when it already is). A failure
     /// keeps it pending; the next collect replaces it with a newer one.
     pub(crate) fn commit(&mut self) -> Result<(), EbpfError> {
-        if let Some(bytes) = &self.pending {
-            self.store.write(bytes)?;
-            self.pending = None;
+        if self.pending {
+            self.store.write(self.encoded_baseline())?;
+            self.pending = false;
+            self.encoded = std::cell::OnceCell::new();
         }
         Ok(())
     }
