@@ -40,71 +40,6 @@ pub fn render_cluster(r: &ClusterReport, w: &mut impl Write) -> io::Result<()> {
     page.write(w, &|w: &mut dyn Write| json_in_script(w, r))
 }
 
-/// Renders the `portwatch listeners` report as a self-contained HTML page (no script).
-pub fn render_listeners(
-    r: &super::listeners::ListenerReport,
-    w: &mut impl Write,
-) -> io::Result<()> {
-    let title = format!("portwatch: listeners against {}", r.spec);
-    let mut s = String::with_capacity(16 * 1024);
-    let _ = write!(
-        s,
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
-         <meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">\n\
-         <link rel=\"icon\" href=\"data:,\">\n<title>{t}</title>\n<style>\n{CSS}</style>\n</head>\n<body>\n\
-         <header><h1>{t}</h1></header>\n<main>\n<h2>Listening sockets ({})</h2>\n\
-         <table><thead><tr><th>Transport</th><th>Address</th><th class=\"r\">Port</th><th>Process</th><th>Verdict</th></tr></thead><tbody>\n",
-        r.listeners.len(),
-        t = esc(&title),
-    );
-    for l in &r.listeners {
-        let procs: Vec<String> = l
-            .listener
-            .processes
-            .iter()
-            .map(|p| format!("{}[{}]", p.name, p.pid))
-            .collect();
-        let (class, icon) = if l.verdict.is_problem() {
-            (Status::Undocumented.class(), Status::Undocumented.icon())
-        } else {
-            (Status::Used.class(), Status::Used.icon())
-        };
-        let _ = writeln!(
-            s,
-            "<tr class=\"{class}\"><td>{}</td><td><code>{}</code></td><td class=\"r\">{}</td><td>{}</td><td class=\"st\"><span class=\"ic\" aria-hidden=\"true\">{icon}</span> {}</td></tr>",
-            l.listener.transport,
-            l.listener.addr,
-            l.listener.port,
-            esc(&procs.join(", ")),
-            esc(&l.verdict.to_string()),
-        );
-    }
-    let _ = write!(
-        s,
-        "</tbody></table>\n<h2>Documented inbound entries with nothing listening ({})</h2>\n<table><thead><tr><th>Entry</th><th>Subject</th><th>Detail</th></tr></thead><tbody>\n",
-        r.not_listening.len()
-    );
-    for f in &r.not_listening {
-        let _ = writeln!(
-            s,
-            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-            esc(&super::text::entry_cell(f)),
-            esc(&f.subject()),
-            esc(&f.kind.to_string()),
-        );
-    }
-    s.push_str("</tbody></table>\n");
-    if r.pids_unreadable > 0 {
-        let _ = writeln!(
-            s,
-            "<p class=\"note\">{}</p>",
-            esc(&super::listeners::unreadable_hint(r.pids_unreadable))
-        );
-    }
-    s.push_str("</main>\n</body>\n</html>\n");
-    w.write_all(s.as_bytes())
-}
-
 /// Text safe in HTML element content and attribute values.
 pub fn esc(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
@@ -168,7 +103,7 @@ fn json_in_script(w: &mut dyn Write, v: &impl Serialize) -> io::Result<()> {
 
 /// Where an entry stands, as the port map shows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Status {
+pub(super) enum Status {
     Violation,
     Used,
     Unused,
@@ -186,7 +121,7 @@ impl Status {
         Status::Unknown,
         Status::NotObservable,
     ];
-    fn class(self) -> &'static str {
+    pub(super) fn class(self) -> &'static str {
         match self {
             Self::Violation => "st-violation",
             Self::Used => "st-used",
@@ -196,7 +131,7 @@ impl Status {
             Self::NotObservable => "st-na",
         }
     }
-    fn icon(self) -> &'static str {
+    pub(super) fn icon(self) -> &'static str {
         match self {
             Self::Violation => "\u{26a0}",
             Self::Used => "\u{2714}",

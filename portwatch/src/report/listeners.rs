@@ -1,11 +1,13 @@
 //! The `portwatch listeners` report: every listening socket with its verdict against the spec,
 //! and the documented inbound entries nothing listens for. Rendering only; the judging is
 //! [`crate::classify::judge_listeners`].
+use std::fmt::Write as _;
 use std::io::{self, Write};
 
 use serde::{Deserialize, Serialize};
 
 use super::Format;
+use super::html::{CSS, Status, esc};
 use super::text::Table;
 use crate::classify::{Finding, JudgedListener};
 
@@ -130,8 +132,70 @@ pub fn render(r: &ListenerReport, format: Format, w: &mut impl Write) -> io::Res
             }
             Ok(())
         }
-        Format::Html => super::html::render_listeners(r, w),
+        Format::Html => render_html(r, w),
     }
+}
+
+/// Renders the `portwatch listeners` report as a self-contained HTML page (no script).
+fn render_html(r: &ListenerReport, w: &mut impl Write) -> io::Result<()> {
+    let title = format!("portwatch: listeners against {}", r.spec);
+    let mut s = String::with_capacity(16 * 1024);
+    let _ = write!(
+        s,
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">\n\
+         <link rel=\"icon\" href=\"data:,\">\n<title>{t}</title>\n<style>\n{CSS}</style>\n</head>\n<body>\n\
+         <header><h1>{t}</h1></header>\n<main>\n<h2>Listening sockets ({})</h2>\n\
+         <table><thead><tr><th>Transport</th><th>Address</th><th class=\"r\">Port</th><th>Process</th><th>Verdict</th></tr></thead><tbody>\n",
+        r.listeners.len(),
+        t = esc(&title),
+    );
+    for l in &r.listeners {
+        let procs: Vec<String> = l
+            .listener
+            .processes
+            .iter()
+            .map(|p| format!("{}[{}]", p.name, p.pid))
+            .collect();
+        let (class, icon) = if l.verdict.is_problem() {
+            (Status::Undocumented.class(), Status::Undocumented.icon())
+        } else {
+            (Status::Used.class(), Status::Used.icon())
+        };
+        let _ = writeln!(
+            s,
+            "<tr class=\"{class}\"><td>{}</td><td><code>{}</code></td><td class=\"r\">{}</td><td>{}</td><td class=\"st\"><span class=\"ic\" aria-hidden=\"true\">{icon}</span> {}</td></tr>",
+            l.listener.transport,
+            l.listener.addr,
+            l.listener.port,
+            esc(&procs.join(", ")),
+            esc(&l.verdict.to_string()),
+        );
+    }
+    let _ = write!(
+        s,
+        "</tbody></table>\n<h2>Documented inbound entries with nothing listening ({})</h2>\n<table><thead><tr><th>Entry</th><th>Subject</th><th>Detail</th></tr></thead><tbody>\n",
+        r.not_listening.len()
+    );
+    for f in &r.not_listening {
+        let _ = writeln!(
+            s,
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&super::text::entry_cell(f)),
+            esc(&f.subject()),
+            esc(&f.kind.to_string()),
+        );
+    }
+    s.push_str("</tbody></table>\n");
+    if r.pids_unreadable > 0 {
+        let _ = writeln!(
+            s,
+            "<p class=\"note\">{}</p>",
+            esc(&unreadable_hint(r.pids_unreadable))
+        );
+    }
+    s.push_str("</main>\n</body>\n</html>\n");
+    w.write_all(s.as_bytes())
 }
 
 /// What to do when other users' processes could not be inspected.
@@ -180,5 +244,14 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["listeners"][1]["verdict"], "undocumented");
         assert_eq!(v["listeners"][0]["entries"][0]["id"], "ssh");
+        let mut out = Vec::new();
+        render(&r, Format::Html, &mut out).unwrap();
+        let s = String::from_utf8(out).unwrap();
+        assert!(s.contains("default-src 'none'"), "{s}");
+        assert!(s.contains("Listening sockets (2)"), "{s}");
+        assert!(s.contains("<td>sshd[100]</td>"), "{s}");
+        assert!(s.contains("undocumented</td></tr>"), "{s}");
+        assert!(s.contains("CAP_SYS_PTRACE"), "{s}");
+        assert!(s.ends_with("</html>\n"));
     }
 }
