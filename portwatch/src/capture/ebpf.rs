@@ -912,6 +912,16 @@ impl EbpfBackend {
     }
 }
 
+/// `BPF_PROG_TEST_RUN` on any loaded program (benchmarks time a baseline program with it);
+/// [`EbpfBackend::test_run`] is the same call on portwatch's own programs.
+pub fn prog_test_run(
+    prog: std::os::fd::BorrowedFd<'_>,
+    frame: &[u8],
+    repeat: u32,
+) -> std::io::Result<TestRun> {
+    sys::prog_test_run(prog, frame, repeat)
+}
+
 fn prog_err(program: &'static str, op: &str, e: ProgramError) -> EbpfError {
     or_permission(format!("program {program}: {op}"), e, |source| {
         EbpfError::Program {

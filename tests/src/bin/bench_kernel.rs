@@ -205,45 +205,10 @@ impl EmptyProgram {
 
     /// Mean ns per repetition over `repeat` runs on `frame`.
     fn run(&self, frame: &[u8], repeat: u32) -> u32 {
-        #[repr(C)]
-        #[derive(Default)]
-        struct TestRun {
-            prog_fd: u32,
-            retval: u32,
-            data_size_in: u32,
-            data_size_out: u32,
-            data_in: u64,
-            data_out: u64,
-            repeat: u32,
-            duration: u32,
-        }
-        let mut out = vec![0u8; frame.len() + 256];
-        let mut attr = TestRun {
-            prog_fd: std::os::fd::AsRawFd::as_raw_fd(&self.0) as u32,
-            data_size_in: frame.len() as u32,
-            data_size_out: out.len() as u32,
-            data_in: frame.as_ptr() as u64,
-            data_out: out.as_mut_ptr() as u64,
-            repeat,
-            ..TestRun::default()
-        };
-        // SAFETY: BPF_PROG_TEST_RUN (10) with a live, properly sized prefix of `union bpf_attr`;
-        // the buffers outlive the call.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                10,
-                &raw mut attr,
-                std::mem::size_of::<TestRun>(),
-            )
-        };
-        assert_eq!(
-            rc,
-            0,
-            "BPF_PROG_TEST_RUN of the empty program: {}",
-            std::io::Error::last_os_error()
-        );
-        attr.duration
+        use std::os::fd::AsFd;
+        portwatch::capture::ebpf::prog_test_run(self.0.as_fd(), frame, repeat)
+            .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN of the empty program: {e}"))
+            .duration_ns
     }
 }
 
