@@ -353,22 +353,7 @@ fn sock(ip: IpAddr, port: u16) -> SocketAddr {
 
 fn sh(c: &mut Command) -> Result<()> {
     let command = super::show(c);
-    let out = c.output().map_err(|source| ClusterError::Spawn {
-        command: command.clone(),
-        source,
-    })?;
-    if !out.status.success() {
-        return Err(ClusterError::Failed {
-            command,
-            status: out.status.to_string(),
-            output: format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        });
-    }
-    Ok(())
+    super::checked_output(c, command).map(drop)
 }
 
 /// The newest installed PostgreSQL's bin directory.

@@ -26,7 +26,7 @@ pub fn show(cmd: &std::process::Command) -> String {
 }
 
 /// Runs `c` to completion and returns its output; a spawn failure or an unsuccessful exit
-/// becomes an error naming `command` and carrying the command's standard error.
+/// becomes an error naming `command` and carrying what the command printed.
 pub fn checked_output(
     c: &mut std::process::Command,
     command: String,
@@ -39,7 +39,11 @@ pub fn checked_output(
         return Err(ClusterError::Failed {
             command,
             status: out.status.to_string(),
-            output: String::from_utf8_lossy(&out.stderr).into_owned(),
+            output: format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
         });
     }
     Ok(out)
