@@ -99,6 +99,7 @@ fn sisense_sample_rows_match_the_document() {
         broker.ports.matches(4369).and_then(|m| m.label),
         Some("Discovery (ERL)")
     );
+    assert_eq!(broker.alternatives, ["Default", "TLS"]);
     assert_eq!(broker.app.as_deref(), Some("AMQP"));
     assert_eq!(
         broker.processes,

@@ -1121,7 +1121,7 @@ fn listener_findings(ctx: &Ctx<'_>, ls: &[Listener], out: &mut Vec<Finding>) -> 
                     .is_some_and(|v| v.iter().any(|l| !canonical(l.addr).is_loopback()))
             })
         };
-        let missing = missing_ports(&r.e.ports, &reachable);
+        let missing = missing_ports(&r.e.ports, &r.e.alternatives, &reachable);
         if missing.is_empty() {
             continue;
         }
@@ -1135,10 +1135,15 @@ fn listener_findings(ctx: &Ctx<'_>, ls: &[Listener], out: &mut Vec<Finding>) -> 
 }
 
 /// The ports of `ports` with no listener, as the spec writes them. A single port must
-/// listen; a range is satisfied by any port listening in it (services pick one); alternatives
-/// and variants are satisfied when one of them is, else every missing piece of every group is
-/// listed.
-fn missing_ports(ports: &Ports, listening: &dyn Fn(u16) -> bool) -> Vec<String> {
+/// listen; a range is satisfied by any port listening in it (services pick one). Alternatives
+/// are satisfied when one of them is, and so are labelled variants unless `alternatives` names
+/// some of them: then every other variant must listen and one of those named. When a set of
+/// alternatives is unsatisfied, every missing piece of each of them is listed.
+fn missing_ports(
+    ports: &Ports,
+    alternatives: &[String],
+    listening: &dyn Fn(u16) -> bool,
+) -> Vec<String> {
     let group_missing = |set: &crate::spec::PortSet| -> Vec<String> {
         set.ranges()
             .iter()
@@ -1146,28 +1151,35 @@ fn missing_ports(ports: &Ports, listening: &dyn Fn(u16) -> bool) -> Vec<String> 
             .map(ToString::to_string)
             .collect()
     };
-    let per: Vec<Vec<String>> = ports
+    // (is one of the alternatives, what is missing of it)
+    let per: Vec<(bool, Vec<String>)> = ports
         .groups()
         .iter()
-        .map(|(_, s)| group_missing(s))
-        .collect();
-    match ports {
-        Ports::None => Vec::new(),
-        Ports::All(_) => per.into_iter().flatten().collect(),
-        Ports::AnyOf(_) | Ports::Variants(_) => {
-            if per.iter().any(Vec::is_empty) {
-                Vec::new()
-            } else {
-                let mut v: Vec<String> = Vec::new();
-                for m in per.into_iter().flatten() {
-                    if !v.contains(&m) {
-                        v.push(m);
-                    }
+        .map(|(label, s)| {
+            let alternative = match ports {
+                Ports::None | Ports::All(_) => false,
+                Ports::AnyOf(_) => true,
+                Ports::Variants(_) => {
+                    alternatives.is_empty()
+                        || label.is_some_and(|l| alternatives.iter().any(|a| a == l))
                 }
-                v
+            };
+            (alternative, group_missing(s))
+        })
+        .collect();
+    let alternative_met = per.iter().any(|(alt, m)| *alt && m.is_empty());
+    let mut out: Vec<String> = Vec::new();
+    for (alt, m) in per {
+        if alt && alternative_met {
+            continue;
+        }
+        for p in m {
+            if !out.contains(&p) {
+                out.push(p);
             }
         }
     }
+    out
 }
 
 #[cfg(test)]

@@ -793,6 +793,63 @@ fn not_listening_for_alternatives_lists_every_alternative() {
 }
 
 #[test]
+fn variants_named_as_alternatives_need_one_of_them_and_every_other_variant() {
+    let text = SPEC.replace(
+        "ports = \"default: 5672, 15672; tls: 5671, 15671\"",
+        "ports = \"default: 5672, 15672; tls: 5671, 15671; dist: 25672; epmd: 4369\"\nalternatives = [\"default\", \"tls\"]",
+    );
+    assert_ne!(
+        text, SPEC,
+        "the fixture's broker entry changed: update this test"
+    );
+    let spec = Spec::parse(&text, "t.toml").unwrap();
+    let w = window(vec![]);
+    let n = node();
+    let broker_missing = |ls: &[Listener]| -> Option<Vec<String>> {
+        let f = classify(&ClassifyInput {
+            spec: &spec,
+            inventory: None,
+            window: &w,
+            listeners: Some(ls),
+            ephemeral: PortRange::LINUX_DEFAULT,
+            node: &n,
+        });
+        of_kind(&f, "not_listening")
+            .into_iter()
+            .find(|x| x.entry.as_ref().unwrap().id == "broker")
+            .map(|x| match &x.kind {
+                FindingKind::NotListening { missing } => missing.clone(),
+                other => panic!("{other:?}"),
+            })
+    };
+    let tcp = |port| listener(Transport::Tcp, "0.0.0.0", port, Some("beam.smp"));
+    // TLS alone satisfies the alternatives, not the variants used alongside.
+    assert_eq!(
+        broker_missing(&[tcp(5671), tcp(15671)]),
+        Some(vec!["25672".into(), "4369".into()])
+    );
+    assert_eq!(
+        broker_missing(&[tcp(5671), tcp(15671), tcp(4369)]),
+        Some(vec!["25672".into()])
+    );
+    assert_eq!(
+        broker_missing(&[tcp(5672), tcp(15672), tcp(25672), tcp(4369)]),
+        None
+    );
+    // Neither alternative complete: every missing piece of both, then the rest.
+    assert_eq!(
+        broker_missing(&[tcp(5672), tcp(25672), tcp(4369)]),
+        Some(vec!["15672".into(), "5671".into(), "15671".into()])
+    );
+    // Without `alternatives`, any one variant satisfies the entry (the fixture's broker).
+    let f = run(vec![], None, Some(&[tcp(5671), tcp(15671)]));
+    assert!(
+        !entry_ids(&of_kind(&f, "not_listening")).contains(&"broker".to_owned()),
+        "{f:#?}"
+    );
+}
+
+#[test]
 fn when_flow_detail_overflowed_port_totals_keep_entries_from_being_called_unused() {
     let spec = spec();
     let n = node();

@@ -79,6 +79,9 @@ pub struct Entry {
     pub service: String,
     /// The documented ports; [`Ports::None`] for ICMP or where the vendor says N/A.
     pub ports: Ports,
+    /// Labels of [`Ports::Variants`] that are alternatives to each other (a site uses one of
+    /// them); the other variants are used alongside. Empty: every variant is an alternative.
+    pub alternatives: Vec<String>,
     /// The transport; `None` where the vendor gives none (a process with no network use).
     pub transport: Option<TransportSpec>,
     /// The application protocol label the vendor gives (HTTP, AMQP, SMB, RPC, SSH, ...).

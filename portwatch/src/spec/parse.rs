@@ -156,6 +156,8 @@ struct RawEntry {
     id: Spanned<String>,
     service: Spanned<String>,
     ports: Spanned<toml::Value>,
+    #[serde(default)]
+    alternatives: Vec<Spanned<String>>,
     transport: Spanned<String>,
     app: Option<Spanned<String>>,
     direction: Spanned<String>,
@@ -288,6 +290,62 @@ impl Ctx<'_> {
         }
     }
 
+    /// `alternatives`: two or more distinct labels of the entry's labelled variants, returned
+    /// as the variants write them.
+    fn alternatives(
+        &self,
+        ports: &Ports,
+        raw: &[Spanned<String>],
+    ) -> Result<Vec<String>, SpecError> {
+        const HINT: &str = "alternatives = [\"Default\", \"TLS\"] says a site uses one of those variants and the others alongside";
+        if raw.is_empty() {
+            return Ok(Vec::new());
+        }
+        let Ports::Variants(variants) = ports else {
+            return Err(self.invalid(
+                self.idx.at(raw[0].span().start),
+                "alternatives",
+                "labels of labelled variants (ports = \"default: 5672; tls: 5671\")",
+                format!("alternatives for ports = \"{ports}\", which has no labels"),
+                HINT,
+            ));
+        };
+        let mut out: Vec<String> = Vec::with_capacity(raw.len());
+        for a in raw {
+            let want = a.get_ref().trim();
+            let Some(v) = variants.iter().find(|v| v.label.eq_ignore_ascii_case(want)) else {
+                let labels: Vec<&str> = variants.iter().map(|v| v.label.as_str()).collect();
+                return Err(self.invalid(
+                    self.idx.at(a.span().start),
+                    "alternatives",
+                    "a label of this entry's variants",
+                    format!("{want:?} (the labels are {})", labels.join(", ")),
+                    HINT,
+                ));
+            };
+            if out.contains(&v.label) {
+                return Err(self.invalid(
+                    self.idx.at(a.span().start),
+                    "alternatives",
+                    "each label once",
+                    format!("{want:?} a second time"),
+                    HINT,
+                ));
+            }
+            out.push(v.label.clone());
+        }
+        if out.len() < 2 {
+            return Err(self.invalid(
+                self.idx.at(raw[0].span().start),
+                "alternatives",
+                "two or more labels",
+                format!("only {:?}", out[0]),
+                HINT,
+            ));
+        }
+        Ok(out)
+    }
+
     fn peers(&self, field: &str, raw: &[Spanned<String>]) -> Result<Vec<Peer>, SpecError> {
         raw.iter()
             .map(|s| {
@@ -407,10 +465,13 @@ impl Ctx<'_> {
                 .transpose()?,
             document_processes: raw.origin.document_processes,
         };
+        let ports = self.ports(&raw.ports, "ports")?;
+        let alternatives = self.alternatives(&ports, &raw.alternatives)?;
         Ok(Entry {
             id: id.to_string(),
             service: service.to_string(),
-            ports: self.ports(&raw.ports, "ports")?,
+            ports,
+            alternatives,
             transport,
             app,
             direction,
@@ -657,6 +718,34 @@ direction = "none"
             e.to_string().contains("flags: expected install-only"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn alternatives_name_labels_of_the_variants() {
+        let entry = |ports: &str, alts: &str| {
+            format!(
+                "[spec]\nname = \"t\"\nvendor = \"v\"\n\n[[entry]]\nid = \"broker\"\nservice = \"Broker\"\nports = \"{ports}\"\nalternatives = {alts}\ntransport = \"tcp\"\ndirection = \"inbound\"\n"
+            )
+        };
+        let variants = "Default: 5672; TLS: 5671; Dist: 25672";
+        let s = Spec::parse(&entry(variants, r#"["default", "TLS"]"#), "t.toml").unwrap();
+        // Stored as the variants write them.
+        assert_eq!(s.entry("broker").unwrap().alternatives, ["Default", "TLS"]);
+        for (ports, alts, says) in [
+            (
+                variants,
+                r#"["Default", "Plain"]"#,
+                "the labels are Default, TLS, Dist",
+            ),
+            (variants, r#"["Default"]"#, "two or more labels"),
+            (variants, r#"["TLS", "tls"]"#, "each label once"),
+            ("25 or 587", r#"["a", "b"]"#, "has no labels"),
+        ] {
+            let e = err(&entry(ports, alts));
+            let msg = e.to_string();
+            assert!(msg.contains("alternatives") && msg.contains(says), "{msg}");
+            assert_eq!(at(&e).0, 9, "{msg}");
+        }
     }
 
     #[test]
