@@ -57,6 +57,55 @@ pub fn ip(args: &[&str]) -> io::Result<Output> {
     run(Command::new("ip").args(args))
 }
 
+/// Prefix of every namespace a test makes; the bpffs pin directories start with `pwtest-`.
+/// Both end in `-PID-N` with the full process id, so that [`sweep_stale`] can tell whose they are.
+const NETNS_PREFIX: &str = "pwt-";
+const PIN_PREFIX: &str = "pwtest-";
+
+/// `{prefix}{pid}-{n}`: unique to this process and call, with the whole process id (for names
+/// without the 15-byte limit of interface names).
+fn owned_name(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}{}-{n}", std::process::id())
+}
+
+/// The process id in a name made by [`owned_name`] with `prefix`.
+fn owner(name: &str, prefix: &str) -> Option<u32> {
+    let rest = name.strip_prefix(prefix)?;
+    let mut parts = rest.rsplitn(3, '-');
+    parts.next()?.parse::<u32>().ok()?;
+    parts.next()?.parse().ok()
+}
+
+/// Once per process: removes the namespaces and pin directories of test processes that are
+/// gone (a test killed with SIGKILL never runs its guards' drop), and says so on stderr.
+pub fn sweep_stale() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let dead =
+            |pid: Option<u32>| pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists());
+        if let Ok(rd) = std::fs::read_dir("/run/netns") {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if dead(owner(&name, NETNS_PREFIX)) {
+                    eprintln!("removing network namespace {name} left by a killed test");
+                    let _ = Command::new("ip").args(["netns", "del", &name]).output();
+                }
+            }
+        }
+        if let Ok(rd) = std::fs::read_dir("/sys/fs/bpf") {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if dead(owner(&name, PIN_PREFIX)) {
+                    eprintln!("removing /sys/fs/bpf/{name} left by a killed test");
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+    });
+}
+
 /// A named network namespace, deleted (with every interface in it) on drop.
 #[derive(Debug)]
 pub struct NetNs {
@@ -64,9 +113,11 @@ pub struct NetNs {
 }
 
 impl NetNs {
-    /// Creates a namespace with a unique name starting with `prefix`, loopback up.
+    /// Creates a namespace named `pwt-PREFIX-PID-N`, loopback up (after sweeping what killed
+    /// tests left).
     pub fn new(prefix: &str) -> io::Result<Self> {
-        let name = unique(prefix);
+        sweep_stale();
+        let name = owned_name(&format!("{NETNS_PREFIX}{prefix}-"));
         ip(&["netns", "add", &name])?;
         let ns = Self { name };
         ns.ip(&["link", "set", "lo", "up"])?;
@@ -282,9 +333,10 @@ pub struct PinDir {
 }
 
 impl PinDir {
-    /// A fresh, unique directory under /sys/fs/bpf.
+    /// A fresh directory /sys/fs/bpf/pwtest-TEST-PID-N (after sweeping what killed tests left).
     pub fn new(test: &str) -> io::Result<Self> {
-        let path = Path::new("/sys/fs/bpf").join(unique(&format!("pwtest-{test}-")));
+        sweep_stale();
+        let path = Path::new("/sys/fs/bpf").join(owned_name(&format!("{PIN_PREFIX}{test}-")));
         std::fs::create_dir_all(&path)?;
         Ok(Self { path })
     }
@@ -879,6 +931,26 @@ impl Drop for TxRing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_carry_their_owner_for_the_sweep() {
+        let n = owned_name(&format!("{PIN_PREFIX}ebpf-udp-"));
+        assert_eq!(owner(&n, PIN_PREFIX), Some(std::process::id()));
+        let n = owned_name(&format!("{NETNS_PREFIX}pwa-"));
+        assert_eq!(owner(&n, NETNS_PREFIX), Some(std::process::id()));
+        // Names that are not ours, or not in this form (the cluster's, an older run's), are
+        // never swept.
+        for other in [
+            "pw8-1234-n1",
+            "pwtest-x-1234x5",
+            "pwtest-",
+            "pwt-pwa-x-1",
+            "docker0",
+        ] {
+            assert_eq!(owner(other, NETNS_PREFIX), None, "{other}");
+            assert_eq!(owner(other, PIN_PREFIX), None, "{other}");
+        }
+    }
 
     #[test]
     fn ipv4_header_checksum_verifies() {
