@@ -1,3 +1,5 @@
+//! Unit tests for the Prometheus metrics: interval deltas and window gauges, the label-set cap,
+//! and the exposition checked by `promtool check metrics` (fails when promtool is missing).
 use std::io::Write;
 use std::process::{Command, Stdio};
 

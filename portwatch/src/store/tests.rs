@@ -1,3 +1,6 @@
+//! Unit tests for the history store: window merges across reopen, `--since` selection, full
+//! buckets, pruning, schema migration and refusal, checkpoint atomicity, large intervals and
+//! a SIGKILL in the middle of a write.
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::*;

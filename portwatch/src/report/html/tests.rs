@@ -1,3 +1,5 @@
+//! Unit tests for the HTML report: escaping, anchors, number formatting, snapshot pages,
+//! determinism, in-page links, hostile names and the chart.
 use super::*;
 
 #[test]
