@@ -16,7 +16,7 @@ use super::{
 use crate::flow::{Direction, FlowRecord, Side, Transport};
 use crate::host::{Listener, canonical};
 use crate::inventory::Inventory;
-use crate::spec::{DirectionSpec, Entry, Ports, TransportSpec};
+use crate::spec::{DirectionSpec, Entry, PortRange, Ports, TransportSpec};
 
 /// Hash maps for per-flow work (classification sorts everything it outputs, so their order
 /// never shows).
@@ -757,6 +757,8 @@ pub(crate) fn run(input: &ClassifyInput<'_>) -> Findings {
 
     let mut out: Vec<Finding> = Vec::new();
     let mut used: BTreeSet<usize> = BTreeSet::new();
+    // Per used entry, the service ports its documented traffic went to.
+    let mut used_ports: BTreeMap<usize, BTreeSet<u16>> = BTreeMap::new();
     let mut unknown: Vec<Finding> = Vec::new();
     let by_idx: BTreeMap<usize, &Rule> = ctx.rules.iter().map(|r| (r.idx, r)).collect();
     let mut finished = groups.finish();
@@ -772,6 +774,7 @@ pub(crate) fn run(input: &ClassifyInput<'_>) -> Findings {
                 let r = by_idx[&rule];
                 if matches!(kind, EntryKind::Documented | EntryKind::PeerOutsideZone) {
                     used.insert(rule);
+                    used_ports.entry(rule).or_default().extend(&g.ports);
                 }
                 let fk = match kind {
                     EntryKind::Documented => FindingKind::Documented,
@@ -853,6 +856,17 @@ pub(crate) fn run(input: &ClassifyInput<'_>) -> Findings {
     for r in &ctx.rules {
         if used.contains(&r.idx) {
             entries.used += 1;
+            let seen = used_ports.get(&r.idx);
+            let ports = unused_ports(r, |range| {
+                seen.is_some_and(|s| s.range(range.start..=range.end).next().is_some())
+                    || (approximate && totals_show_traffic_on(r, &totals, range))
+            });
+            if !ports.is_empty() {
+                let mut fd = Finding::new(FindingKind::UnusedPorts { ports });
+                fd.entry = Some(r.r.clone());
+                fd.transport = single_transport(r.e.transport);
+                out.push(fd);
+            }
             continue;
         }
         if approximate && totals_show_traffic(r, &totals) {
@@ -1022,6 +1036,46 @@ fn cap_unknown(mut v: Vec<Finding>) -> Vec<Finding> {
 
 /// Whether the lossless per-port totals show packets on the entry's ports on the side the
 /// entry would serve from.
+/// The pieces of a used entry's ports (single ports, ranges, labelled variants' ports) that
+/// `seen` says no traffic went to, as the spec writes them. A range is used when any port in it
+/// is. Entries with a single piece, or without ports, have nothing to add to "used".
+fn unused_ports(r: &Rule<'_>, seen: impl Fn(PortRange) -> bool) -> Vec<String> {
+    let groups = r.e.ports.groups();
+    let pieces: usize = groups.iter().map(|(_, s)| s.ranges().len()).sum();
+    if pieces < 2 {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for (label, set) in groups {
+        for range in set.ranges() {
+            if seen(*range) {
+                continue;
+            }
+            out.push(match label {
+                Some(l) => format!("{range} ({l})"),
+                None => range.to_string(),
+            });
+        }
+    }
+    out.dedup();
+    out
+}
+
+/// Whether the per-port totals show traffic on `range` that the entry could document (any
+/// transport it admits, on the side its direction allows).
+fn totals_show_traffic_on(r: &Rule<'_>, totals: &PortTotals, range: PortRange) -> bool {
+    totals.iter().any(|(&(t, port, side), c)| {
+        !c.is_zero()
+            && r.admits(t)
+            && t.has_ports()
+            && range.contains(port)
+            && match side {
+                Side::Local => r.allows(Role::Server),
+                Side::Remote => r.allows(Role::Client),
+            }
+    })
+}
+
 fn totals_show_traffic(r: &Rule<'_>, totals: &PortTotals) -> bool {
     totals.iter().any(|(&(t, port, side), c)| {
         !c.is_zero()

@@ -94,6 +94,13 @@ pub enum FindingKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         note: Option<String>,
     },
+    /// Ports of an entry used in the window that saw none of its traffic: candidates for
+    /// closing even though the entry is in use.
+    UnusedPorts {
+        /// The ports and ranges without traffic, as the spec writes them; a labelled variant's
+        /// port carries its label (`5671 (TLS)`).
+        ports: Vec<String>,
+    },
     /// A listening socket no inbound entry documents (every bound address of the port).
     UndocumentedListener { addrs: Vec<IpAddr> },
     /// A documented inbound port with nothing listening on it.
@@ -130,6 +137,7 @@ impl FindingKind {
             Self::WrongTransport { .. } => "wrong_transport",
             Self::PeerOutsideZone { .. } => "peer_outside_zone",
             Self::Unused { .. } => "unused",
+            Self::UnusedPorts { .. } => "unused_ports",
             Self::UndocumentedListener { .. } => "undocumented_listener",
             Self::NotListening { .. } => "not_listening",
             Self::ProcessMismatch { .. } => "process_mismatch",
@@ -146,9 +154,10 @@ impl FindingKind {
             Self::Undocumented
             | Self::UndocumentedListener { .. }
             | Self::ProcessMismatch { .. } => Severity::Warning,
-            Self::Unused { .. } | Self::NotListening { .. } | Self::UnknownDirection { .. } => {
-                Severity::Notice
-            }
+            Self::Unused { .. }
+            | Self::UnusedPorts { .. }
+            | Self::NotListening { .. }
+            | Self::UnknownDirection { .. } => Severity::Notice,
             Self::Documented => Severity::Info,
         }
     }
@@ -165,12 +174,13 @@ impl FindingKind {
             Self::UnknownDirection { .. } => 6,
             Self::NotListening { .. } => 7,
             Self::Unused { .. } => 8,
-            Self::Documented => 9,
+            Self::UnusedPorts { .. } => 9,
+            Self::Documented => 10,
         }
     }
 
     /// Every kind name, in report order.
-    pub const NAMES: [&'static str; 10] = [
+    pub const NAMES: [&'static str; 11] = [
         "wrong_direction",
         "wrong_transport",
         "peer_outside_zone",
@@ -180,6 +190,7 @@ impl FindingKind {
         "unknown_direction",
         "not_listening",
         "unused",
+        "unused_ports",
         "documented",
     ];
 }
@@ -202,6 +213,7 @@ impl fmt::Display for FindingKind {
             } => write!(f, "{outside_total} peer(s) outside {}", allowed.join(", ")),
             Self::Unused { note: None } => f.write_str("unused"),
             Self::Unused { note: Some(n) } => write!(f, "unused ({n})"),
+            Self::UnusedPorts { ports } => write!(f, "no traffic on {}", ports.join(", ")),
             Self::UndocumentedListener { addrs } => {
                 let a: Vec<String> = addrs.iter().map(IpAddr::to_string).collect();
                 write!(f, "undocumented listener on {}", a.join(", "))

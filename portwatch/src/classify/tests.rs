@@ -871,6 +871,71 @@ fn when_flow_detail_overflowed_port_totals_keep_entries_from_being_called_unused
 }
 
 #[test]
+fn ports_of_a_used_entry_without_traffic_are_listed_with_their_labels() {
+    let spec = spec();
+    let n = node();
+    let unused_ports = |w: &Snapshot| -> Vec<(String, Vec<String>)> {
+        let f = classify(&ClassifyInput {
+            spec: &spec,
+            inventory: None,
+            window: w,
+            listeners: None,
+            ephemeral: PortRange::LINUX_DEFAULT,
+            node: &n,
+        });
+        of_kind(&f, "unused_ports")
+            .into_iter()
+            .map(|x| match &x.kind {
+                FindingKind::UnusedPorts { ports } => {
+                    (x.entry.as_ref().unwrap().id.clone(), ports.clone())
+                }
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    };
+    let smb = tcp_in("10.0.0.1:445", "192.168.50.7:50000");
+    let tls = tcp_in("10.0.0.1:5671", "192.168.50.7:50001");
+    let smtp = tcp_out("10.0.0.1:40000", "192.168.50.9:587");
+    let w = window(vec![smb.clone(), tls.clone(), smtp]);
+    assert_eq!(
+        unused_ports(&w),
+        [
+            (
+                "broker".to_owned(),
+                vec![
+                    "5672 (default)".to_owned(),
+                    "15672 (default)".to_owned(),
+                    "15671 (tls)".to_owned()
+                ]
+            ),
+            ("smb".to_owned(), vec!["137-139".to_owned()]),
+            ("smtp".to_owned(), vec!["25".to_owned()]),
+        ]
+    );
+    // One port of a range is use of the range; an entry with one port has nothing to add.
+    let w = window(vec![
+        smb.clone(),
+        tcp_in("10.0.0.1:138", "192.168.50.7:50002"),
+    ]);
+    assert!(unused_ports(&w).is_empty(), "{:?}", unused_ports(&w));
+    // Flow detail overflowed: traffic the per-port totals show on 139 counts as use; with no
+    // traffic on 137-139 in the totals either, the range stays unused.
+    let mut w = window(vec![
+        smb.clone(),
+        tcp_in("10.0.0.1:139", "192.168.50.7:50003"),
+    ]);
+    w.flows.retain(|f| f.key.local.port == 445);
+    w.health.flow_table_full = 1;
+    assert!(unused_ports(&w).is_empty(), "{:?}", unused_ports(&w));
+    let mut w = window(vec![smb]);
+    w.health.flow_table_full = 1;
+    assert_eq!(
+        unused_ports(&w),
+        [("smb".to_owned(), vec!["137-139".to_owned()])]
+    );
+}
+
+#[test]
 fn icmp_echo_is_documented_and_neighbour_discovery_is_infrastructure() {
     let inv = inventory();
     // Backends put `type << 8 | code` in the destination's port, 0 in the source's.

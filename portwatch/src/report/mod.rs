@@ -130,6 +130,7 @@ pub(crate) fn describe(f: &crate::classify::Finding) -> String {
             parts.push(format!("bound to {}", a.join(" ")));
         }
         K::NotListening { missing } => parts.push(format!("missing {}", missing.join(", "))),
+        K::UnusedPorts { ports } => parts.push(format!("no traffic on {}", ports.join(", "))),
         K::ProcessMismatch { expected, .. } => {
             parts.push(format!("spec names {}", expected.join(", ")))
         }
