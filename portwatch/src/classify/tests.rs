@@ -896,7 +896,7 @@ fn ports_of_a_used_entry_without_traffic_are_listed_with_their_labels() {
     let smb = tcp_in("10.0.0.1:445", "192.168.50.7:50000");
     let tls = tcp_in("10.0.0.1:5671", "192.168.50.7:50001");
     let smtp = tcp_out("10.0.0.1:40000", "192.168.50.9:587");
-    let w = window(vec![smb.clone(), tls.clone(), smtp]);
+    let w = window(vec![smb, tls, smtp]);
     assert_eq!(
         unused_ports(&w),
         [
@@ -913,17 +913,11 @@ fn ports_of_a_used_entry_without_traffic_are_listed_with_their_labels() {
         ]
     );
     // One port of a range is use of the range; an entry with one port has nothing to add.
-    let w = window(vec![
-        smb.clone(),
-        tcp_in("10.0.0.1:138", "192.168.50.7:50002"),
-    ]);
+    let w = window(vec![smb, tcp_in("10.0.0.1:138", "192.168.50.7:50002")]);
     assert!(unused_ports(&w).is_empty(), "{:?}", unused_ports(&w));
     // Flow detail overflowed: traffic the per-port totals show on 139 counts as use; with no
     // traffic on 137-139 in the totals either, the range stays unused.
-    let mut w = window(vec![
-        smb.clone(),
-        tcp_in("10.0.0.1:139", "192.168.50.7:50003"),
-    ]);
+    let mut w = window(vec![smb, tcp_in("10.0.0.1:139", "192.168.50.7:50003")]);
     w.flows.retain(|f| f.key.local.port == 445);
     w.health.flow_table_full = 1;
     assert!(unused_ports(&w).is_empty(), "{:?}", unused_ports(&w));
