@@ -498,6 +498,12 @@ impl<'a> Page<'a> {
                             where_.push(format!("{what} {}", v.join(", ")));
                         }
                     }
+                    if !u.unused_ports.is_empty() {
+                        where_.push(format!(
+                            "no traffic on {} where used",
+                            u.unused_ports.join(", ")
+                        ));
+                    }
                 }
                 EntryRow {
                     status,

@@ -237,8 +237,9 @@ pub fn render_cluster(r: &ClusterReport, w: &mut impl Write) -> io::Result<()> {
             "Unknown on",
             "Flows",
             "Bytes",
+            "Ports unused where used",
         ],
-        &[false, false, false, false, true, true],
+        &[false, false, false, false, true, true, false],
     )?;
     for e in &r.entries {
         let list = |v: &[String]| {
@@ -257,6 +258,7 @@ pub fn render_cluster(r: &ClusterReport, w: &mut impl Write) -> io::Result<()> {
                 list(&e.unknown_on),
                 e.traffic.flows.to_string(),
                 units::bytes(e.traffic.bytes()),
+                list(&e.unused_ports),
             ],
         )?;
     }

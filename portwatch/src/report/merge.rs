@@ -60,6 +60,10 @@ pub struct EntryUsage {
     pub unused_on: Vec<String>,
     /// Nodes whose report does not say (usage unknown because flow detail overflowed).
     pub unknown_on: Vec<String>,
+    /// Ports of the entry (as in `unused_ports` findings) that no node using the entry saw
+    /// traffic on; empty when some node's usage is unknown.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unused_ports: Vec<String>,
     /// Documented traffic summed over nodes.
     pub traffic: Traffic,
 }
@@ -105,6 +109,8 @@ struct Usage {
     unused: BTreeSet<String>,
     traffic: Traffic,
     not_listening: BTreeSet<String>,
+    /// Per node that used the entry, its `unused_ports`.
+    unused_ports: BTreeMap<String, Vec<String>>,
 }
 
 fn touch<'a>(usage: &'a mut BTreeMap<String, Usage>, e: &EntryRef) -> &'a mut Usage {
@@ -188,6 +194,12 @@ pub fn merge(reports: &[Report]) -> Result<ClusterReport, MergeError> {
                         touch(&mut usage, e).not_listening.insert(node.clone());
                     }
                 }
+                FindingKind::UnusedPorts { ports } => {
+                    if let Some(e) = &f.entry {
+                        let u = touch(&mut usage, e);
+                        u.unused_ports.insert(node.clone(), ports.clone());
+                    }
+                }
                 _ => {}
             }
             if !matches!(f.kind, FindingKind::Documented | FindingKind::Unused { .. }) {
@@ -243,16 +255,29 @@ pub fn merge(reports: &[Report]) -> Result<ClusterReport, MergeError> {
         if u.used.is_empty() && u.unused.is_empty() {
             continue; // only a listener finding named it
         }
-        let unknown_on = all
+        let unknown_on: Vec<String> = all
             .iter()
             .filter(|n| !u.used.contains(*n) && !u.unused.contains(*n))
             .cloned()
             .collect();
+        // Unused where the entry was used: on every such node (a node without the finding
+        // used every port), and only when no node's usage is unknown.
+        let unused_ports = if unknown_on.is_empty() {
+            let mut lists = u.used.iter().map(|n| u.unused_ports.get(n));
+            let first = lists.next().flatten().cloned().unwrap_or_default();
+            lists.fold(first, |acc, l| {
+                let l = l.map(Vec::as_slice).unwrap_or_default();
+                acc.into_iter().filter(|p| l.contains(p)).collect()
+            })
+        } else {
+            Vec::new()
+        };
         entries.push(EntryUsage {
             entry,
             used_on: u.used.into_iter().collect(),
             unused_on: u.unused.into_iter().collect(),
             unknown_on,
+            unused_ports,
             traffic: u.traffic,
         });
     }

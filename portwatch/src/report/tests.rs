@@ -254,6 +254,41 @@ fn merge_calls_an_entry_unused_only_when_every_node_does() {
 }
 
 #[test]
+fn merge_lists_ports_unused_on_every_node_that_used_the_entry() {
+    let a = build("node-a");
+    let b = build("node-b");
+    // node-b used smtp on 587 only; node-a did not use smtp at all.
+    let smtp_ports = |r: &Report| -> Option<Vec<String>> {
+        r.findings.iter().find_map(|f| match &f.kind {
+            FindingKind::UnusedPorts { ports } if f.entry.as_ref().unwrap().id == "smtp" => {
+                Some(ports.clone())
+            }
+            _ => None,
+        })
+    };
+    assert_eq!(smtp_ports(&b), Some(vec!["25".to_owned()]));
+    assert_eq!(smtp_ports(&a), None);
+    let entry = |c: &ClusterReport, id: &str| -> Vec<String> {
+        c.entries
+            .iter()
+            .find(|e| e.entry.id == id)
+            .unwrap()
+            .unused_ports
+            .clone()
+    };
+    let c = merge(&[a.clone(), b.clone()]).unwrap();
+    assert_eq!(entry(&c, "smtp"), ["25"]);
+    // A third node that used smtp on 25 as well (no unused_ports finding): nothing is unused
+    // everywhere any more.
+    let mut n3 = b.clone();
+    n3.node.name = "node-c".into();
+    n3.findings
+        .retain(|f| !matches!(f.kind, FindingKind::UnusedPorts { .. }));
+    let c = merge(&[a, b, n3]).unwrap();
+    assert!(entry(&c, "smtp").is_empty());
+}
+
+#[test]
 fn merge_refuses_mixed_specs_and_duplicate_nodes() {
     let a = build("node-a");
     let mut other = build("node-b");

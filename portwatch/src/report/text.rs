@@ -241,6 +241,7 @@ pub fn render_cluster(r: &ClusterReport, w: &mut impl Write) -> io::Result<()> {
         ("UNKNOWN ON", false),
         ("FLOWS", true),
         ("BYTES", true),
+        ("PORTS UNUSED WHERE USED", false),
     ]);
     for e in &r.entries {
         let list = |v: &[String]| {
@@ -257,6 +258,7 @@ pub fn render_cluster(r: &ClusterReport, w: &mut impl Write) -> io::Result<()> {
             list(&e.unknown_on),
             e.traffic.flows.to_string(),
             units::bytes(e.traffic.bytes()),
+            list(&e.unused_ports),
         ]);
     }
     t.write(w, "  ")?;
