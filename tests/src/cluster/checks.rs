@@ -253,6 +253,26 @@ pub fn node_reports(reports: &BTreeMap<Host, Value>, spec: &Path) -> Result<Vec<
                 ));
             }
         }
+        // The broker nodes use AMQP 5672, management 15672, epmd 4369 and distribution 25672:
+        // of the broker's ports only the TLS variant never saw traffic.
+        if matches!(h, Host::N1 | Host::N2) {
+            let broker: Vec<Vec<&str>> = findings(r, "unused_ports")
+                .filter(|f| entry_id(f) == "broker")
+                .map(|f| {
+                    f["ports"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_str)
+                        .collect()
+                })
+                .collect();
+            if broker != [vec!["5671 (TLS)", "15671 (TLS)"]] {
+                problems.push(format!(
+                    "{h}: broker's unused ports should be the TLS variant's, found {broker:?}"
+                ));
+            }
+        }
         if h != Host::N1 {
             for id in USED_ON_N1_ONLY {
                 if !unused.contains(id) {
