@@ -6,7 +6,7 @@ mod history;
 mod schema;
 mod sink;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -224,6 +224,19 @@ pub struct Store {
     conn: Connection,
     path: PathBuf,
     opts: StoreOptions,
+    /// The keys of the flow bucket last written to, as committed: a flow the bucket does not
+    /// hold needs no UPDATE (under a flood of distinct flows nearly none is held, and a
+    /// failed UPDATE per flow cost more than the rest of the interval). This process is the
+    /// bucket's only writer; a key written by someone else is still merged (the INSERT
+    /// finds it and falls back to the UPDATE).
+    bucket_keys: Option<BucketKeys>,
+}
+
+/// The flow keys one bucket holds.
+#[derive(Debug)]
+struct BucketKeys {
+    bucket: u64,
+    keys: HashSet<FlowKey, foldhash::fast::RandomState>,
 }
 
 fn i(v: u64) -> i64 {
@@ -333,7 +346,12 @@ impl Store {
             description: m.description,
             source,
         })?;
-        Ok(Self { conn, path, opts })
+        Ok(Self {
+            conn,
+            path,
+            opts,
+            bucket_keys: None,
+        })
     }
 
     /// The database file.
@@ -384,8 +402,9 @@ impl Store {
         tx.execute(
             "INSERT INTO intervals (start_ns, end_ns, node, backend, packets_seen, flow_table_full,
                  flow_update_errors, port_table_full, malformed, truncated, non_ip, capture_drops,
-                 collect_errors, port_rows, flows, flows_dropped, finding_rows)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, 0, ?16)",
+                 collect_errors, port_rows, flows, flows_dropped, finding_rows, seen_folded)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, 0, ?16,
+                 0)",
             params![
                 i(s.start),
                 i(s.end),
@@ -422,18 +441,6 @@ impl Store {
                          fin = fin + excluded.fin, rst = rst + excluded.rst",
                 )
                 .map_err(err("preparing the port totals"))?;
-            let mut seen = tx
-                .prepare_cached(
-                    "INSERT INTO port_seen (transport, port, side, dir, first_seen, last_seen,
-                         packets, bytes)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                     ON CONFLICT (transport, port, side, dir) DO UPDATE SET
-                         first_seen = MIN(first_seen, excluded.first_seen),
-                         last_seen = MAX(last_seen, excluded.last_seen),
-                         packets = packets + excluded.packets,
-                         bytes = bytes + excluded.bytes",
-                )
-                .map_err(err("preparing the port summaries"))?;
             for p in &s.ports {
                 let c = &p.counts;
                 let key = (
@@ -457,19 +464,6 @@ impl Store {
                     i(c.rst)
                 ])
                 .map_err(err("writing a port total"))?;
-                if c.packets > 0 {
-                    seen.execute(params![
-                        key.0,
-                        key.1,
-                        key.2,
-                        key.3,
-                        i(s.start),
-                        i(s.end),
-                        i(c.packets),
-                        i(c.bytes)
-                    ])
-                    .map_err(err("updating a port summary"))?;
-                }
             }
         }
 
@@ -492,6 +486,15 @@ impl Store {
             )
             .map(u)
             .map_err(err("reading a flow bucket"))?;
+        // The bucket's keys as committed; put back (with this interval's new keys) only once
+        // the transaction commits.
+        let mut held = match self.bucket_keys.take() {
+            Some(k) if k.bucket == bucket => k,
+            _ => BucketKeys {
+                bucket,
+                keys: bucket_keys(&tx, bucket).map_err(err("reading a flow bucket's keys"))?,
+            },
+        };
         let (mut kept, mut dropped) = (0u64, 0u64);
         {
             let mut upd = tx
@@ -512,15 +515,22 @@ impl Store {
                 .map_err(err("preparing the flow update"))?;
             let mut ins = tx
                 .prepare_cached(
-                    "INSERT INTO flows (bucket_ns, transport, local_addr, local_port, remote_addr,
-                         remote_port, in_packets, in_bytes, out_packets, out_bytes, flags_in,
-                         flags_out, syn_in, syn_out, first_seen, last_seen, vantage_known)
+                    "INSERT OR IGNORE INTO flows (bucket_ns, transport, local_addr, local_port,
+                         remote_addr, remote_port, in_packets, in_bytes, out_packets, out_bytes,
+                         flags_in, flags_out, syn_in, syn_out, first_seen, last_seen,
+                         vantage_known)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
                          ?16, ?17)",
                 )
                 .map_err(err("preparing the flow insert"))?;
+            let room = u64::from(opts.flows_per_bucket);
             for f in &s.flows {
                 let k = &f.key;
+                let is_held = held.keys.contains(k);
+                if !is_held && in_bucket >= room {
+                    dropped += 1;
+                    continue;
+                }
                 let st = &f.stats;
                 let p = params![
                     i(bucket),
@@ -541,11 +551,17 @@ impl Store {
                     i(st.last_seen),
                     i64::from(f.vantage_known),
                 ];
-                if upd.execute(p).map_err(err("updating a flow"))? > 0 {
+                let merged = is_held && upd.execute(p).map_err(err("updating a flow"))? > 0;
+                if merged {
                     kept += 1;
-                } else if in_bucket < u64::from(opts.flows_per_bucket) {
-                    ins.execute(p).map_err(err("writing a flow"))?;
-                    in_bucket += 1;
+                } else if in_bucket < room {
+                    // Not held (or gone): insert; a row someone else wrote is merged instead.
+                    if ins.execute(p).map_err(err("writing a flow"))? == 0 {
+                        upd.execute(p).map_err(err("updating a flow"))?;
+                    } else {
+                        in_bucket += 1;
+                    }
+                    held.keys.insert(*k);
                     kept += 1;
                 } else {
                     dropped += 1;
@@ -624,6 +640,7 @@ impl Store {
             .map_err(err("writing the capture checkpoint"))?;
         }
         tx.commit().map_err(err("committing the interval"))?;
+        self.bucket_keys = Some(held);
         Ok(Recorded {
             interval_id: id,
             flows_kept: kept,
@@ -655,6 +672,23 @@ impl Store {
             .conn
             .transaction()
             .map_err(err("starting a transaction"))?;
+        // The per-port summaries keep what the deleted intervals saw.
+        tx.execute(
+            "INSERT INTO port_seen (transport, port, side, dir, first_seen, last_seen, packets,
+                 bytes)
+             SELECT p.transport, p.port, p.side, p.dir, MIN(i.start_ns), MAX(i.end_ns),
+                 SUM(p.packets), SUM(p.bytes)
+             FROM port_totals p JOIN intervals i ON i.id = p.interval_id
+             WHERE i.end_ns <= ?1 AND i.seen_folded = 0 AND p.packets > 0
+             GROUP BY p.transport, p.port, p.side, p.dir
+             ON CONFLICT (transport, port, side, dir) DO UPDATE SET
+                 first_seen = MIN(first_seen, excluded.first_seen),
+                 last_seen = MAX(last_seen, excluded.last_seen),
+                 packets = packets + excluded.packets,
+                 bytes = bytes + excluded.bytes",
+            [i(before)],
+        )
+        .map_err(err("folding old intervals into the port summaries"))?;
         let intervals = tx
             .execute("DELETE FROM intervals WHERE end_ns <= ?1", [i(before)])
             .map_err(err("deleting old intervals"))?;
@@ -662,6 +696,7 @@ impl Store {
             .execute("DELETE FROM flow_buckets WHERE end_ns <= ?1", [i(before)])
             .map_err(err("deleting old flow buckets"))?;
         tx.commit().map_err(err("committing the pruning"))?;
+        self.bucket_keys = None;
         // Give the freed pages back to the file system (auto_vacuum = INCREMENTAL).
         self.conn
             .execute_batch("PRAGMA incremental_vacuum;")
@@ -708,8 +743,20 @@ impl Store {
         let mut st = self
             .conn
             .prepare(
-                "SELECT transport, port, side, dir, first_seen, last_seen, packets, bytes
-                 FROM port_seen ORDER BY transport, port, side, dir",
+                "SELECT transport, port, side, dir, MIN(first), MAX(last), SUM(packets),
+                     SUM(bytes)
+                 FROM (
+                     SELECT transport, port, side, dir, first_seen AS first,
+                         last_seen AS last, packets, bytes
+                     FROM port_seen
+                     UNION ALL
+                     SELECT p.transport, p.port, p.side, p.dir, i.start_ns, i.end_ns,
+                         p.packets, p.bytes
+                     FROM port_totals p JOIN intervals i ON i.id = p.interval_id
+                     WHERE i.seen_folded = 0 AND p.packets > 0
+                 )
+                 GROUP BY transport, port, side, dir
+                 ORDER BY transport, port, side, dir",
             )
             .map_err(|e| self.sql("reading port summaries", e))?;
         let rows = st
@@ -1019,6 +1066,44 @@ impl Store {
         v.parse()
             .map_err(|_| self.corrupt("address", "an IP address", v.to_owned()))
     }
+}
+
+/// The flow keys bucket `bucket` holds (rows whose addresses do not parse cannot match a key
+/// and are left out).
+fn bucket_keys(
+    tx: &rusqlite::Transaction<'_>,
+    bucket: u64,
+) -> rusqlite::Result<HashSet<FlowKey, foldhash::fast::RandomState>> {
+    let mut st = tx.prepare(
+        "SELECT transport, local_addr, local_port, remote_addr, remote_port
+         FROM flows WHERE bucket_ns = ?1",
+    )?;
+    let mut rows = st.query([i(bucket)])?;
+    let mut keys = HashSet::default();
+    while let Some(r) = rows.next()? {
+        let (t, la, lp, ra, rp) = (
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i64>(2)?,
+            r.get::<_, String>(3)?,
+            r.get::<_, i64>(4)?,
+        );
+        let (Ok(t), Ok(la), Ok(lp), Ok(ra), Ok(rp)) = (
+            u8::try_from(t),
+            la.parse::<IpAddr>(),
+            u16::try_from(lp),
+            ra.parse::<IpAddr>(),
+            u16::try_from(rp),
+        ) else {
+            continue;
+        };
+        keys.insert(FlowKey {
+            transport: Transport::from_proto(t),
+            local: Endpoint { addr: la, port: lp },
+            remote: Endpoint { addr: ra, port: rp },
+        });
+    }
+    Ok(keys)
 }
 
 /// Whether a finding carries traffic (listener and unused findings do not).

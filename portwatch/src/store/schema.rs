@@ -161,6 +161,19 @@ CREATE TABLE capture_checkpoint (
 ) WITHOUT ROWID;
 "#,
     },
+    Migration {
+        version: 4,
+        description: "per-port summaries folded in when intervals are pruned, not per interval",
+        sql: r#"
+-- Whether an interval's per-port totals are already counted in port_seen. Intervals written
+-- from now on are not (upserting a summary row per port and interval cost as much as the rest
+-- of the interval under a flood of distinct ports): port_seen plus the unfolded intervals'
+-- port_totals is the summary, and pruning folds intervals in before deleting them. Intervals
+-- written before (and by an older portwatch, which upserts port_seen itself) are folded.
+ALTER TABLE intervals ADD COLUMN seen_folded INTEGER NOT NULL DEFAULT 1;
+CREATE INDEX intervals_unfolded ON intervals(seen_folded) WHERE seen_folded = 0;
+"#,
+    },
 ];
 
 /// The schema version this build writes.

@@ -636,3 +636,183 @@ fn sigkill_mid_interval_leaves_the_history_intact() {
     assert_eq!(w.intervals, whole);
     assert_eq!(w.snapshot.flows.len(), 4000);
 }
+
+#[test]
+fn a_version_3_database_is_migrated_and_its_port_summaries_are_not_counted_twice() {
+    let (_d, path) = temp_db();
+    {
+        // A version-3 history: it upserted port_seen with every interval.
+        let mut st = Store::open_at(&path, StoreOptions::default(), 3).unwrap();
+        assert_eq!(st.schema_version().unwrap(), 3);
+        st.conn
+            .execute_batch(&format!(
+                "INSERT INTO meta VALUES ('history_start', {T0});
+                 INSERT INTO intervals (id, start_ns, end_ns, node, backend, packets_seen,
+                     flow_table_full, flow_update_errors, port_table_full, malformed, truncated,
+                     non_ip, capture_drops, collect_errors, port_rows, flows, flows_dropped,
+                     finding_rows)
+                 VALUES (1, {T0}, {}, 'old-node', 'ebpf', 7, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0);
+                 INSERT INTO port_totals VALUES (1, 6, 443, 'local', 'in', 7, 7, 700, 1, 0, 0, 0);
+                 INSERT INTO port_seen VALUES (6, 443, 'local', 'in', {T0}, {}, 7, 700);",
+                T0 + 60 * S,
+                T0 + 60 * S
+            ))
+            .unwrap();
+        st.bucket_keys = None;
+    }
+    let mut st = Store::open(&path).unwrap();
+    assert_eq!(st.schema_version().unwrap(), schema::latest());
+    let folded: i64 = st
+        .conn
+        .query_row("SELECT seen_folded FROM intervals WHERE id = 1", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(folded, 1, "the old interval is already in port_seen");
+    let p443 = |st: &Store| {
+        st.ports_seen()
+            .unwrap()
+            .into_iter()
+            .find(|p| p.port == 443 && p.side == Side::Local)
+            .unwrap()
+    };
+    assert_eq!((p443(&st).packets, p443(&st).first_seen), (7, T0));
+    // A new interval is summed in when read, without a port_seen row of its own.
+    let day = 24 * HOUR;
+    let new = snapshot(
+        T0 + day,
+        T0 + day + 60 * S,
+        vec![flow(v4(2), 50000, 443, 5, T0 + day, T0 + day)],
+    );
+    record(&mut st, &new, &[]);
+    let p = p443(&st);
+    assert_eq!(
+        (p.packets, p.first_seen, p.last_seen),
+        (12, T0, T0 + day + 60 * S)
+    );
+    let rows: i64 = st
+        .conn
+        .query_row("SELECT COUNT(*) FROM port_seen", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(
+        rows, 1,
+        "the new interval's ports are not upserted per interval"
+    );
+    // The remote side of the new interval appears too.
+    assert!(
+        st.ports_seen()
+            .unwrap()
+            .iter()
+            .any(|p| p.port == 50000 && p.side == Side::Remote && p.packets == 5)
+    );
+    // Pruning both folds the new one in exactly once; the summaries are unchanged.
+    let before = st.ports_seen().unwrap();
+    let pruned = st.prune(T0 + 2 * day).unwrap();
+    assert_eq!(pruned.intervals, 2);
+    assert_eq!(st.ports_seen().unwrap(), before);
+    let rows: i64 = st
+        .conn
+        .query_row("SELECT COUNT(*) FROM port_seen", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 2);
+}
+
+#[test]
+fn the_bucket_keys_kept_in_memory_agree_with_the_database() {
+    let (_d, path) = temp_db();
+    let opts = StoreOptions {
+        flow_bucket: Duration::from_secs(3600),
+        flows_per_bucket: 4,
+    };
+    let mut st = Store::open_with(&path, opts).unwrap();
+    let f = |port: u16, t: u64| flow(v4(2), port, 443, 1, t, t);
+    let r = record(
+        &mut st,
+        &snapshot(T0, T0 + 60 * S, vec![f(50000, T0 + S)]),
+        &[],
+    );
+    assert_eq!((r.flows_kept, r.flows_dropped), (1, 0));
+
+    // A failed write (read-only database) must not leave keys it never committed behind.
+    st.conn.execute_batch("PRAGMA query_only = ON").unwrap();
+    let failed = st.record_interval(&IntervalRecord {
+        node: "node-a",
+        backend: BackendKind::Fake,
+        snapshot: &snapshot(T0 + 60 * S, T0 + 120 * S, vec![f(50001, T0 + 61 * S)]),
+        findings: &[],
+        collect_errors: 0,
+        checkpoint: None,
+    });
+    assert!(failed.is_err());
+    st.conn.execute_batch("PRAGMA query_only = OFF").unwrap();
+
+    // A row someone else wrote into the bucket meanwhile is merged, not an error.
+    st.conn
+        .execute(
+            &format!(
+                "INSERT INTO flows VALUES ({}, 6, '10.0.0.1', 443, '10.0.0.2', 50002,
+                     4, 400, 0, 0, 0, 0, 0, 0, {T0}, {T0}, 1)",
+                T0 - T0 % HOUR
+            ),
+            [],
+        )
+        .unwrap();
+    st.conn
+        .execute("UPDATE flow_buckets SET flows = flows + 1", [])
+        .unwrap();
+    let r = record(
+        &mut st,
+        &snapshot(
+            T0 + 120 * S,
+            T0 + 180 * S,
+            vec![
+                f(50000, T0 + 121 * S),
+                f(50001, T0 + 122 * S),
+                f(50002, T0 + 123 * S),
+            ],
+        ),
+        &[],
+    );
+    assert_eq!((r.flows_kept, r.flows_dropped), (3, 0));
+    // One more fits; then the bucket is full: a new flow is dropped, held ones still merge.
+    let r = record(
+        &mut st,
+        &snapshot(
+            T0 + 180 * S,
+            T0 + 240 * S,
+            vec![
+                f(50001, T0 + 181 * S),
+                f(50003, T0 + 182 * S),
+                f(50004, T0 + 183 * S),
+            ],
+        ),
+        &[],
+    );
+    assert_eq!((r.flows_kept, r.flows_dropped), (2, 1));
+    let w = st.window(0, 100).unwrap();
+    let packets: Vec<(u16, u64)> = w
+        .snapshot
+        .flows
+        .iter()
+        .map(|f| (f.key.remote.port, f.stats.inbound.packets))
+        .collect();
+    assert_eq!(
+        packets,
+        vec![(50000, 2), (50001, 2), (50002, 5), (50003, 1)]
+    );
+    assert_eq!(w.flows_dropped_by_store, 1);
+
+    // Reopened, the store reads the bucket's keys back and goes on the same way.
+    drop(st);
+    let mut st = Store::open_with(&path, opts).unwrap();
+    let r = record(
+        &mut st,
+        &snapshot(
+            T0 + 240 * S,
+            T0 + 300 * S,
+            vec![f(50002, T0 + 241 * S), f(50005, T0 + 242 * S)],
+        ),
+        &[],
+    );
+    assert_eq!((r.flows_kept, r.flows_dropped), (1, 1));
+}
