@@ -203,12 +203,12 @@ impl Agent {
         };
         let t_collected = self.clock.now();
         self.window.add(&interval);
-        let window = self.window.snapshot();
+        let window = self.window.view();
         let (listeners, ephemeral) = self.listeners();
         let input = ClassifyInput {
             spec: &self.loaded.spec,
             inventory: self.loaded.inventory.as_ref(),
-            window: &window,
+            window,
             listeners: listeners.as_deref(),
             ephemeral,
             node: &self.node,
@@ -239,7 +239,7 @@ impl Agent {
             backend: self.backend.kind(),
             interfaces: &ifaces,
             interval: &interval,
-            window: &window,
+            window,
             findings: &findings,
             interval_findings: &interval_findings,
             report: &report,

@@ -1,9 +1,12 @@
 //! An observation window: snapshots of consecutive intervals merged into one, with the same
 //! memory bound as the flow table (flows past the bound are counted, never silently lost).
-use std::collections::HashMap;
+//! Held as one sorted snapshot that intervals are merged into (a merge join, no hash tables,
+//! no copy to hand it out).
+use std::borrow::Cow;
+use std::cmp::Ordering;
 
-use super::key::{Direction, FlowKey, FlowRecord, FlowStats, PortCounts, Side, Transport};
-use super::table::{Health, Snapshot};
+use super::key::PortTotal;
+use super::table::Snapshot;
 use crate::clock::UnixNanos;
 
 /// Snapshots merged over a window (e.g. since the agent started).
@@ -11,11 +14,68 @@ use crate::clock::UnixNanos;
 pub struct Window {
     capacity: usize,
     start: Option<UnixNanos>,
-    end: UnixNanos,
-    flows: HashMap<FlowKey, (FlowStats, bool)>,
-    ports: HashMap<(Transport, u16, Side, Direction), PortCounts>,
-    health: Health,
+    /// Flows sorted by key, ports by (transport, port, side, direction).
+    merged: Snapshot,
     intervals: u64,
+}
+
+fn port_key(p: &PortTotal) -> impl Ord + use<> {
+    (p.transport, p.port, p.side, p.dir)
+}
+
+/// `v` sorted by `key` (borrowed when it already is).
+fn sorted<T: Clone, K: Ord>(v: &[T], key: impl Fn(&T) -> K) -> Cow<'_, [T]> {
+    if v.is_sorted_by_key(&key) {
+        Cow::Borrowed(v)
+    } else {
+        let mut owned = v.to_vec();
+        owned.sort_by_key(key);
+        Cow::Owned(owned)
+    }
+}
+
+/// Merges the sorted `src` into the sorted `dst`: equal keys are combined with `merge`, keys
+/// `dst` lacks are added while `admit` allows (else `refused` is called). Updates in place
+/// when nothing is added; otherwise builds the merged vector once.
+fn merge_into<T: Clone, K: Ord>(
+    dst: &mut Vec<T>,
+    src: &[T],
+    key: impl Fn(&T) -> K,
+    merge: impl Fn(&mut T, &T),
+    mut admit: impl FnMut(usize) -> bool,
+    mut refused: impl FnMut(),
+) {
+    let mut added: Vec<T> = Vec::new();
+    let mut i = 0;
+    for x in src {
+        let k = key(x);
+        while i < dst.len() && key(&dst[i]) < k {
+            i += 1;
+        }
+        if i < dst.len() && key(&dst[i]) == k {
+            merge(&mut dst[i], x);
+        } else if let Some(last) = added.last_mut().filter(|l| key(l) == k) {
+            merge(last, x);
+        } else if admit(dst.len() + added.len()) {
+            added.push(x.clone());
+        } else {
+            refused();
+        }
+    }
+    if added.is_empty() {
+        return;
+    }
+    let old = std::mem::take(dst);
+    let mut out = Vec::with_capacity(old.len() + added.len());
+    let mut new = added.into_iter().peekable();
+    for x in old {
+        while let Some(n) = new.next_if(|n| key(n).cmp(&key(&x)) == Ordering::Less) {
+            out.push(n);
+        }
+        out.push(x);
+    }
+    out.extend(new);
+    *dst = out;
 }
 
 impl Window {
@@ -24,10 +84,7 @@ impl Window {
         Self {
             capacity,
             start: None,
-            end: 0,
-            flows: HashMap::new(),
-            ports: HashMap::new(),
-            health: Health::default(),
+            merged: Snapshot::default(),
             intervals: 0,
         }
     }
@@ -40,70 +97,56 @@ impl Window {
     /// Adds one interval.
     pub fn add(&mut self, s: &Snapshot) {
         self.intervals += 1;
+        let m = &mut self.merged;
         self.start = Some(self.start.map_or(s.start, |t| t.min(s.start)));
-        self.end = self.end.max(s.end);
-        self.health.add(&s.health);
-        for p in &s.ports {
-            self.ports
-                .entry((p.transport, p.port, p.side, p.dir))
-                .or_default()
-                .add(&p.counts);
-        }
-        for f in &s.flows {
-            let full = self.flows.len() >= self.capacity;
-            match self.flows.get_mut(&f.key) {
-                Some((st, known)) => {
-                    st.merge(&f.stats);
-                    *known |= f.vantage_known;
-                }
-                None if full => self.health.flow_table_full += 1,
-                None => {
-                    self.flows.insert(f.key, (f.stats, f.vantage_known));
-                }
-            }
-        }
+        m.end = m.end.max(s.end);
+        m.start = self.start.unwrap_or(m.end);
+        m.health.add(&s.health);
+        merge_into(
+            &mut m.ports,
+            &sorted(&s.ports, port_key),
+            port_key,
+            |a, b| a.counts.add(&b.counts),
+            |_| true,
+            || {},
+        );
+        let capacity = self.capacity;
+        let mut full = 0u64;
+        merge_into(
+            &mut m.flows,
+            &sorted(&s.flows, |f| f.key),
+            |f| f.key,
+            |a, b| {
+                a.stats.merge(&b.stats);
+                a.vantage_known |= b.vantage_known;
+            },
+            |len| len < capacity,
+            || full += 1,
+        );
+        m.health.flow_table_full += full;
+    }
+
+    /// The window as one snapshot (sorted, deterministic), borrowed.
+    pub fn view(&self) -> &Snapshot {
+        &self.merged
     }
 
     /// The window as one snapshot (sorted, deterministic).
     pub fn snapshot(&self) -> Snapshot {
-        let mut flows: Vec<FlowRecord> = self
-            .flows
-            .iter()
-            .map(|(k, (s, v))| FlowRecord {
-                key: *k,
-                stats: *s,
-                vantage_known: *v,
-            })
-            .collect();
-        flows.sort_by_key(|f| f.key);
-        let mut ports: Vec<_> = self
-            .ports
-            .iter()
-            .map(|(&(transport, port, side, dir), c)| super::key::PortTotal {
-                transport,
-                port,
-                side,
-                dir,
-                counts: *c,
-            })
-            .collect();
-        ports.sort_by_key(|p| (p.transport, p.port, p.side, p.dir));
-        Snapshot {
-            start: self.start.unwrap_or(self.end),
-            end: self.end,
-            flows,
-            ports,
-            health: self.health,
-        }
+        self.merged.clone()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flow::Endpoint;
     use crate::flow::table::{FlowTable, PacketMeta};
-    use std::net::{IpAddr, Ipv6Addr};
+    use crate::flow::{
+        Counts, Direction, Endpoint, FlowKey, FlowRecord, FlowStats, Health, PortCounts, Side,
+        Transport,
+    };
+    use std::collections::HashMap;
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
     fn pkt(sport: u16, ts: u64) -> PacketMeta {
         let a = |n| IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, n));
@@ -150,5 +193,141 @@ mod tests {
             .sum();
         assert_eq!(total, 4, "port totals are exact past the flow bound");
         assert_eq!(w.intervals(), 2);
+    }
+
+    /// The window as it was before it became a sorted merge: hash maps filled in the order the
+    /// snapshot lists its flows, sorted when handed out.
+    #[derive(Default)]
+    struct Reference {
+        flows: HashMap<FlowKey, (FlowStats, bool)>,
+        order: Vec<FlowKey>,
+        ports: HashMap<(Transport, u16, Side, Direction), PortCounts>,
+        full: u64,
+    }
+
+    impl Reference {
+        fn add(&mut self, s: &Snapshot, capacity: usize) {
+            for p in &s.ports {
+                self.ports
+                    .entry((p.transport, p.port, p.side, p.dir))
+                    .or_default()
+                    .add(&p.counts);
+            }
+            for f in &s.flows {
+                let full = self.flows.len() >= capacity;
+                match self.flows.get_mut(&f.key) {
+                    Some((st, known)) => {
+                        st.merge(&f.stats);
+                        *known |= f.vantage_known;
+                    }
+                    None if full => self.full += 1,
+                    None => {
+                        self.flows.insert(f.key, (f.stats, f.vantage_known));
+                        self.order.push(f.key);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_sorted_merge_equals_hash_map_merging() {
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        for capacity in [1usize, 7, 40, 1000] {
+            let mut w = Window::new(capacity);
+            let mut r = Reference::default();
+            for interval in 0..6u64 {
+                let mut flows = Vec::new();
+                for _ in 0..next(60) {
+                    let t = 10 * interval + next(10) + 1;
+                    flows.push(FlowRecord {
+                        key: FlowKey {
+                            transport: [Transport::Tcp, Transport::Udp][next(2) as usize],
+                            local: Endpoint {
+                                addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+                                port: 80,
+                            },
+                            remote: Endpoint {
+                                addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, next(4) as u8 + 2)),
+                                port: next(20) as u16,
+                            },
+                        },
+                        stats: FlowStats {
+                            inbound: Counts {
+                                packets: next(5) + 1,
+                                bytes: 100,
+                            },
+                            first_seen: t,
+                            last_seen: t + next(3),
+                            ..FlowStats::default()
+                        },
+                        vantage_known: next(2) == 0,
+                    });
+                }
+                let ports: Vec<PortTotal> = (0..next(30))
+                    .map(|_| PortTotal {
+                        transport: Transport::Udp,
+                        port: next(12) as u16,
+                        side: [Side::Local, Side::Remote][next(2) as usize],
+                        dir: [Direction::In, Direction::Out][next(2) as usize],
+                        counts: PortCounts {
+                            packets: next(9) + 1,
+                            ..PortCounts::default()
+                        },
+                    })
+                    .collect();
+                // Sorted as backends hand them over (duplicates included); every other
+                // interval in random order.
+                let mut s = Snapshot {
+                    start: 10 * interval,
+                    end: 10 * interval + 10,
+                    flows,
+                    ports,
+                    health: Health::default(),
+                };
+                if interval % 2 == 0 {
+                    s.flows.sort_by_key(|f| f.key);
+                    s.ports.sort_by_key(port_key);
+                }
+                let mut ordered = s.clone();
+                ordered.flows.sort_by_key(|f| f.key);
+                r.add(&ordered, capacity);
+                w.add(&s);
+                let v = w.view();
+                let mut expect: Vec<FlowRecord> = r
+                    .flows
+                    .iter()
+                    .map(|(k, (st, known))| FlowRecord {
+                        key: *k,
+                        stats: *st,
+                        vantage_known: *known,
+                    })
+                    .collect();
+                expect.sort_by_key(|f| f.key);
+                assert_eq!(v.flows, expect, "capacity {capacity}, interval {interval}");
+                let mut ports: Vec<PortTotal> = r
+                    .ports
+                    .iter()
+                    .map(|(&(transport, port, side, dir), c)| PortTotal {
+                        transport,
+                        port,
+                        side,
+                        dir,
+                        counts: *c,
+                    })
+                    .collect();
+                ports.sort_by_key(port_key);
+                assert_eq!(v.ports, ports);
+                assert_eq!(v.health.flow_table_full, r.full);
+                assert_eq!((v.start, v.end), (0, 10 * interval + 10));
+                assert_eq!(w.snapshot(), *v);
+            }
+        }
     }
 }
