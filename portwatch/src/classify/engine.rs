@@ -286,28 +286,74 @@ impl Groups {
     }
 }
 
-/// Lossless per-port totals by (transport, port, side).
-type PortTotals = BTreeMap<(Transport, u16, Side), PortCountsInOut>;
+/// Lossless per-port totals by (transport, port, side), sorted by key (a window's totals hold
+/// a key per remote port seen, often tens of thousands: a sorted vector, searched by range).
+struct PortTotals {
+    v: Vec<((Transport, u16, Side), PortCountsInOut)>,
+    /// The transports present, with where each one's keys are in `v`.
+    runs: Vec<(Transport, std::ops::Range<usize>)>,
+}
+
+impl PortTotals {
+    /// The totals of one transport's `run` whose port is in `range`.
+    fn in_range(
+        &self,
+        run: &std::ops::Range<usize>,
+        range: PortRange,
+    ) -> &[((Transport, u16, Side), PortCountsInOut)] {
+        let keys = &self.v[run.clone()];
+        let lo = keys.partition_point(|e| e.0.1 < range.start);
+        let hi = keys.partition_point(|e| e.0.1 <= range.end);
+        &keys[lo..hi]
+    }
+
+    fn get(&self, k: &(Transport, u16, Side)) -> Option<&PortCountsInOut> {
+        self.v
+            .binary_search_by_key(k, |e| e.0)
+            .ok()
+            .map(|i| &self.v[i].1)
+    }
+}
 
 fn port_totals(input: &ClassifyInput<'_>) -> PortTotals {
-    let mut m = PortTotals::new();
-    for p in &input.window.ports {
-        let c = m.entry((p.transport, p.port, p.side)).or_default();
-        let add = match p.dir {
-            Direction::In => PortCountsInOut {
-                packets_in: p.counts.packets,
-                bytes_in: p.counts.bytes,
-                ..Default::default()
-            },
-            Direction::Out => PortCountsInOut {
-                packets_out: p.counts.packets,
-                bytes_out: p.counts.bytes,
-                ..Default::default()
-            },
-        };
-        c.add(&add);
+    let mut v: Vec<((Transport, u16, Side), PortCountsInOut)> = input
+        .window
+        .ports
+        .iter()
+        .map(|p| {
+            let c = match p.dir {
+                Direction::In => PortCountsInOut {
+                    packets_in: p.counts.packets,
+                    bytes_in: p.counts.bytes,
+                    ..Default::default()
+                },
+                Direction::Out => PortCountsInOut {
+                    packets_out: p.counts.packets,
+                    bytes_out: p.counts.bytes,
+                    ..Default::default()
+                },
+            };
+            ((p.transport, p.port, p.side), c)
+        })
+        .collect();
+    // Snapshots list their ports sorted: this sort only checks.
+    v.sort_by_key(|e| e.0);
+    v.dedup_by(|b, a| {
+        if a.0 == b.0 {
+            a.1.add(&b.1);
+            true
+        } else {
+            false
+        }
+    });
+    let mut runs: Vec<(Transport, std::ops::Range<usize>)> = Vec::new();
+    for (i, e) in v.iter().enumerate() {
+        match runs.last_mut() {
+            Some((t, r)) if *t == e.0.0 => r.end = i + 1,
+            _ => runs.push((e.0.0, i..i + 1)),
+        }
     }
-    m
+    PortTotals { v, runs }
 }
 
 /// Whether one of `names` (the spec's) names process `actual`. Case-insensitive, ignoring a
@@ -759,7 +805,7 @@ pub(crate) fn run(input: &ClassifyInput<'_>) -> Findings {
     let mut used: BTreeSet<usize> = BTreeSet::new();
     // Per used entry, the service ports its documented traffic went to.
     let mut used_ports: BTreeMap<usize, BTreeSet<u16>> = BTreeMap::new();
-    let mut unknown: Vec<Finding> = Vec::new();
+    let mut unknown: Vec<UnknownGroup> = Vec::new();
     let by_idx: BTreeMap<usize, &Rule> = ctx.rules.iter().map(|r| (r.idx, r)).collect();
     let mut finished = groups.finish();
     finished.sort_unstable_by_key(|x| x.0);
@@ -816,14 +862,17 @@ pub(crate) fn run(input: &ClassifyInput<'_>) -> Findings {
                 reason,
                 ..
             } => {
+                // Built once it is known which ones are listed (see `unknown_findings`).
                 used.extend(g.candidates.iter().copied());
-                let mut fd = Finding::new(FindingKind::UnknownDirection {
+                unknown.push(UnknownGroup {
+                    transport,
+                    remote,
                     reason,
-                    remote_port: Some(remote),
-                    candidates: g.candidates.iter().map(|i| by_idx[i].r.clone()).collect(),
+                    g,
+                    peers,
+                    peers_total,
                 });
-                fd.transport = Some(transport);
-                fd
+                continue;
             }
         };
         let side = match fd.role {
@@ -833,13 +882,9 @@ pub(crate) fn run(input: &ClassifyInput<'_>) -> Findings {
         fill_evidence(&mut fd, g, &totals, side);
         fd.peers = peers;
         fd.peers_total = peers_total;
-        if matches!(fd.kind, FindingKind::UnknownDirection { .. }) {
-            unknown.push(fd);
-        } else {
-            out.push(fd);
-        }
+        out.push(fd);
     }
-    out.extend(cap_unknown(unknown));
+    out.extend(unknown_findings(unknown, &by_idx, &totals));
 
     // Entries without traffic.
     let mut entries = EntrySummary {
@@ -1007,29 +1052,96 @@ fn fill_evidence(fd: &mut Finding, g: Group, totals: &PortTotals, side: Side) {
     fd.processes = g.processes.into_iter().collect();
 }
 
-/// Keeps the [`MAX_UNKNOWN_GROUPS`] biggest unknown-direction findings and sums the rest.
-fn cap_unknown(mut v: Vec<Finding>) -> Vec<Finding> {
-    if v.len() <= MAX_UNKNOWN_GROUPS {
-        return v;
+/// An unknown-direction group waiting to become a finding.
+struct UnknownGroup {
+    transport: Transport,
+    remote: u16,
+    reason: UnknownReason,
+    g: Group,
+    peers: Vec<PeerStat>,
+    peers_total: u64,
+}
+
+impl UnknownGroup {
+    /// The finding's port: the local port, when the group saw exactly one.
+    fn port(&self) -> Option<u16> {
+        match (self.g.ports.len(), self.g.ports.first()) {
+            (1, Some(&p)) => Some(p),
+            _ => None,
+        }
     }
-    v.sort_by(|a, b| {
-        b.traffic
-            .bytes()
-            .cmp(&a.traffic.bytes())
-            .then(a.sort_key().cmp(&b.sort_key()))
-    });
-    let rest = v.split_off(MAX_UNKNOWN_GROUPS);
+
+    fn finding(self, by_idx: &BTreeMap<usize, &Rule<'_>>, totals: &PortTotals) -> Finding {
+        let mut fd = Finding::new(FindingKind::UnknownDirection {
+            reason: self.reason,
+            remote_port: Some(self.remote),
+            candidates: self
+                .g
+                .candidates
+                .iter()
+                .map(|i| by_idx[i].r.clone())
+                .collect(),
+        });
+        fd.transport = Some(self.transport);
+        fill_evidence(&mut fd, self.g, totals, Side::Local);
+        fd.peers = self.peers;
+        fd.peers_total = self.peers_total;
+        fd
+    }
+}
+
+/// The unknown-direction findings: the [`MAX_UNKNOWN_GROUPS`] biggest groups (most bytes
+/// first, then the report's order: transport, port; then group order) one by one, the rest
+/// summed into one finding. Only the listed ones are built (a flood of distinct port pairs
+/// makes a group per flow).
+fn unknown_findings(
+    groups: Vec<UnknownGroup>,
+    by_idx: &BTreeMap<usize, &Rule<'_>>,
+    totals: &PortTotals,
+) -> Vec<Finding> {
+    if groups.len() <= MAX_UNKNOWN_GROUPS {
+        return groups
+            .into_iter()
+            .map(|u| u.finding(by_idx, totals))
+            .collect();
+    }
+    let mut order: Vec<(std::cmp::Reverse<u64>, Transport, Option<u16>, usize)> = groups
+        .iter()
+        .enumerate()
+        .map(|(i, u)| {
+            (
+                std::cmp::Reverse(u.g.traffic.bytes()),
+                u.transport,
+                u.port(),
+                i,
+            )
+        })
+        .collect();
+    order.select_nth_unstable(MAX_UNKNOWN_GROUPS);
+    order.truncate(MAX_UNKNOWN_GROUPS);
+    order.sort_unstable();
+    let mut slot: Vec<Option<usize>> = vec![None; groups.len()];
+    for (rank, o) in order.iter().enumerate() {
+        slot[o.3] = Some(rank);
+    }
+    let mut listed: Vec<Option<Finding>> = (0..MAX_UNKNOWN_GROUPS).map(|_| None).collect();
     let mut sum = Finding::new(FindingKind::UnknownDirection {
         reason: UnknownReason::AmbiguousPorts,
         remote_port: None,
         candidates: Vec::new(),
     });
     let mut peers: BTreeSet<IpAddr> = BTreeSet::new();
-    for f in &rest {
-        sum.traffic.add(&f.traffic);
-        peers.extend(f.peers.iter().map(|p| p.addr));
+    for (u, slot) in groups.into_iter().zip(slot) {
+        match slot {
+            Some(rank) => listed[rank] = Some(u.finding(by_idx, totals)),
+            None => {
+                sum.traffic.add(&u.g.traffic);
+                peers.extend(u.peers.iter().map(|p| p.addr));
+            }
+        }
     }
     sum.peers_total = peers.len() as u64;
+    let mut v: Vec<Finding> = listed.into_iter().flatten().collect();
     v.push(sum);
     v
 }
@@ -1064,31 +1176,36 @@ fn unused_ports(r: &Rule<'_>, seen: impl Fn(PortRange) -> bool) -> Vec<String> {
 /// Whether the per-port totals show traffic on `range` that the entry could document (any
 /// transport it admits, on the side its direction allows).
 fn totals_show_traffic_on(r: &Rule<'_>, totals: &PortTotals, range: PortRange) -> bool {
-    totals.iter().any(|(&(t, port, side), c)| {
-        !c.is_zero()
-            && r.admits(t)
-            && t.has_ports()
-            && range.contains(port)
-            && match side {
-                Side::Local => r.allows(Role::Server),
-                Side::Remote => r.allows(Role::Client),
-            }
+    totals.runs.iter().any(|(t, run)| {
+        if !t.has_ports() || !r.admits(*t) {
+            return false;
+        }
+        totals.in_range(run, range).iter().any(|e| shows_for(r, e))
     })
 }
 
+/// Whether one total has packets on the side `r` would serve from.
+fn shows_for(r: &Rule<'_>, e: &((Transport, u16, Side), PortCountsInOut)) -> bool {
+    !e.1.is_zero()
+        && match e.0.2 {
+            Side::Local => r.allows(Role::Server),
+            Side::Remote => r.allows(Role::Client),
+        }
+}
+
+/// Whether the lossless per-port totals show packets on the entry's ports on the side the
+/// entry would serve from.
 fn totals_show_traffic(r: &Rule<'_>, totals: &PortTotals) -> bool {
-    totals.iter().any(|(&(t, port, side), c)| {
-        !c.is_zero()
-            && r.admits(t)
-            && (if t.has_ports() {
-                r.e.ports.matches(port).is_some()
-            } else {
-                r.e.ports.is_none()
-            })
-            && match side {
-                Side::Local => r.allows(Role::Server),
-                Side::Remote => r.allows(Role::Client),
-            }
+    totals.runs.iter().any(|(t, run)| {
+        if !r.admits(*t) {
+            return false;
+        }
+        if !t.has_ports() {
+            return r.e.ports.is_none() && totals.v[run.clone()].iter().any(|e| shows_for(r, e));
+        }
+        r.e.ports
+            .iter_ranges()
+            .any(|(_, range)| totals.in_range(run, range).iter().any(|e| shows_for(r, e)))
     })
 }
 
@@ -1240,6 +1357,7 @@ fn missing_ports(
 mod tests {
     use super::*;
     use crate::classify::NodeInfo;
+    use crate::classify::findings::Traffic;
     use crate::flow::Snapshot;
     use crate::host::PortRange;
     use crate::spec::Spec;
@@ -1287,6 +1405,213 @@ mod tests {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../specs");
         for f in ["sisense-multinode.toml", "thoughtspot.toml"] {
             check_index(&Spec::load(root.join(f)).unwrap());
+        }
+    }
+
+    /// The definition [`totals_show_traffic`] searches by range: any total of the entry's
+    /// transport, on one of its ports, on the side it serves from.
+    fn shows_by_scan(r: &Rule<'_>, totals: &PortTotals) -> bool {
+        totals.v.iter().any(|&((t, port, side), c)| {
+            !c.is_zero()
+                && r.admits(t)
+                && (if t.has_ports() {
+                    r.e.ports.matches(port).is_some()
+                } else {
+                    r.e.ports.is_none()
+                })
+                && match side {
+                    Side::Local => r.allows(Role::Server),
+                    Side::Remote => r.allows(Role::Client),
+                }
+        })
+    }
+
+    #[test]
+    fn totals_searched_by_range_agree_with_a_scan_for_every_entry() {
+        use crate::flow::{PortCounts, PortTotal};
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../specs");
+        let specs = [
+            crate::classify::tests::spec(),
+            Spec::load(root.join("sisense-multinode.toml")).unwrap(),
+            Spec::load(root.join("thoughtspot.toml")).unwrap(),
+        ];
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        let transports = [
+            Transport::Tcp,
+            Transport::Udp,
+            Transport::Sctp,
+            Transport::Icmp,
+            Transport::Icmpv6,
+            Transport::Other(47),
+        ];
+        let n = NodeInfo::default();
+        for spec in &specs {
+            for round in 0..40 {
+                // Few totals (single ports, edges of ranges) to a flood of remote ports.
+                let count = [1, 3, 20, 400, 5000][round % 5];
+                let ports: Vec<PortTotal> = (0..count)
+                    .map(|_| PortTotal {
+                        transport: transports[next(6) as usize],
+                        port: if next(2) == 0 {
+                            next(1100) as u16
+                        } else {
+                            next(65536) as u16
+                        },
+                        side: [Side::Local, Side::Remote][next(2) as usize],
+                        dir: [Direction::In, Direction::Out][next(2) as usize],
+                        counts: PortCounts {
+                            packets: next(3),
+                            bytes: next(2) * 100,
+                            ..PortCounts::default()
+                        },
+                    })
+                    .collect();
+                let w = Snapshot {
+                    ports,
+                    ..Snapshot::default()
+                };
+                let input = ClassifyInput {
+                    spec,
+                    inventory: None,
+                    window: &w,
+                    listeners: None,
+                    ephemeral: PortRange::LINUX_DEFAULT,
+                    node: &n,
+                };
+                let ctx = Ctx::new(&input);
+                let totals = port_totals(&input);
+                for r in &ctx.rules {
+                    assert_eq!(
+                        totals_show_traffic(r, &totals),
+                        shows_by_scan(r, &totals),
+                        "{} entry {} round {round}",
+                        spec.name,
+                        r.e.id
+                    );
+                    for (_, range) in r.e.ports.iter_ranges() {
+                        let scan = totals.v.iter().any(|&((t, port, side), c)| {
+                            !c.is_zero()
+                                && r.admits(t)
+                                && t.has_ports()
+                                && range.contains(port)
+                                && match side {
+                                    Side::Local => r.allows(Role::Server),
+                                    Side::Remote => r.allows(Role::Client),
+                                }
+                        });
+                        assert_eq!(
+                            totals_show_traffic_on(r, &totals, range),
+                            scan,
+                            "{} entry {} range {range} round {round}",
+                            spec.name,
+                            r.e.id
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Unknown-direction groups with bytes that tie and differ, one or several ports, and
+    /// peers shared between groups; the same every call.
+    fn unknown_groups(n: usize) -> Vec<UnknownGroup> {
+        (0..n)
+            .map(|i| {
+                let mut g = Group {
+                    traffic: Traffic {
+                        flows: 1 + (i % 3) as u64,
+                        packets_in: 1,
+                        bytes_in: [64, 64, 128, 1500, 64][i % 5] * (1 + u64::from(i % 7 == 0)),
+                        first_seen: 10 + i as u64,
+                        last_seen: 20 + i as u64,
+                        ..Traffic::default()
+                    },
+                    ..Group::default()
+                };
+                g.ports.insert(7000 + (i % 4) as u16);
+                if i % 11 == 0 {
+                    g.ports.insert(9000);
+                }
+                let peers = (0..1 + i % 3)
+                    .map(|k| PeerStat {
+                        addr: IpAddr::from([10, 1, (i % 9) as u8, k as u8]),
+                        flows: 1,
+                        packets: 1,
+                        bytes: 64,
+                    })
+                    .collect::<Vec<_>>();
+                UnknownGroup {
+                    transport: [Transport::Udp, Transport::Tcp][i % 2],
+                    remote: i as u16,
+                    reason: UnknownReason::AmbiguousPorts,
+                    g,
+                    peers_total: peers.len() as u64,
+                    peers,
+                }
+            })
+            .collect()
+    }
+
+    /// How the capped list was made before only the listed groups were built: every finding
+    /// built, sorted (stable) by bytes then the report's key, the rest summed.
+    fn cap_by_sorting(mut v: Vec<Finding>) -> Vec<Finding> {
+        if v.len() <= MAX_UNKNOWN_GROUPS {
+            return v;
+        }
+        v.sort_by(|a, b| {
+            b.traffic
+                .bytes()
+                .cmp(&a.traffic.bytes())
+                .then(a.sort_key().cmp(&b.sort_key()))
+        });
+        let rest = v.split_off(MAX_UNKNOWN_GROUPS);
+        let mut sum = Finding::new(FindingKind::UnknownDirection {
+            reason: UnknownReason::AmbiguousPorts,
+            remote_port: None,
+            candidates: Vec::new(),
+        });
+        let mut peers: BTreeSet<IpAddr> = BTreeSet::new();
+        for f in &rest {
+            sum.traffic.add(&f.traffic);
+            peers.extend(f.peers.iter().map(|p| p.addr));
+        }
+        sum.peers_total = peers.len() as u64;
+        v.push(sum);
+        v
+    }
+
+    #[test]
+    fn only_the_listed_unknown_groups_are_built_and_the_list_is_unchanged() {
+        let spec = crate::classify::tests::spec();
+        let w = Snapshot::default();
+        let n = NodeInfo::default();
+        let input = ClassifyInput {
+            spec: &spec,
+            inventory: None,
+            window: &w,
+            listeners: None,
+            ephemeral: PortRange::LINUX_DEFAULT,
+            node: &n,
+        };
+        let ctx = Ctx::new(&input);
+        let by_idx: BTreeMap<usize, &Rule> = ctx.rules.iter().map(|r| (r.idx, r)).collect();
+        let totals = port_totals(&input);
+        for count in [0, 1, MAX_UNKNOWN_GROUPS, MAX_UNKNOWN_GROUPS + 1, 3000] {
+            let all: Vec<Finding> = unknown_groups(count)
+                .into_iter()
+                .map(|u| u.finding(&by_idx, &totals))
+                .collect();
+            assert_eq!(
+                unknown_findings(unknown_groups(count), &by_idx, &totals),
+                cap_by_sorting(all),
+                "{count} groups"
+            );
         }
     }
 }
