@@ -11,11 +11,11 @@ fuzz_target!(|data: &[u8]| {
     let Some((sel, frame)) = data.split_first() else { return };
     let link = LinkType::from_number(LINKS[usize::from(*sel) % LINKS.len()]);
     if let Ok(d) = decode(link, frame) {
-        if d.transport != Transport::Tcp {
+        if d.transport() != Transport::Tcp {
             assert_eq!(d.tcp_flags, 0);
         }
-        if matches!(d.transport, Transport::Other(_)) {
-            assert_eq!((d.src.port, d.dst.port), (0, 0));
+        if matches!(d.transport(), Transport::Other(_)) {
+            assert_eq!((d.sport, d.dport), (0, 0));
         }
         let _ = d.wire_bytes(frame.len() as u32);
     }

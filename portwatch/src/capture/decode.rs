@@ -26,7 +26,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::clock::UnixNanos;
-use crate::flow::{Direction, Endpoint, Health, PacketMeta, Transport};
+use crate::flow::{DST_V6, Direction, Endpoint, Health, Packet, PacketMeta, SRC_V6, Transport};
 
 /// A capture's link-layer header type (the pcap LINKTYPE_* numbers).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -117,12 +117,20 @@ impl std::fmt::Display for Skip {
     }
 }
 
-/// One decoded frame: everything of a [`PacketMeta`] that the bytes say.
+/// One decoded frame: everything of a [`Packet`] that the bytes say, in the flow table's
+/// integer form (addresses as numbers: no `IpAddr` is built per packet).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Decoded {
-    pub transport: Transport,
-    pub src: Endpoint,
-    pub dst: Endpoint,
+    /// Source address: IPv4 as its 32-bit number, IPv6 as its 128-bit number.
+    pub src: u128,
+    /// Destination address, as `src`.
+    pub dst: u128,
+    pub sport: u16,
+    pub dport: u16,
+    /// IP protocol number.
+    pub proto: u8,
+    /// Whether the packet is IPv6 (both addresses then are).
+    pub v6: bool,
     /// TCP flag byte (0 for other transports and for non-first fragments).
     pub tcp_flags: u8,
     /// Direction when the link header says it (SLL/SLL2 packet type); `None` otherwise.
@@ -132,20 +140,68 @@ pub struct Decoded {
 }
 
 impl Decoded {
+    /// The transport protocol.
+    pub fn transport(&self) -> Transport {
+        Transport::from_proto(self.proto)
+    }
+
+    fn addr(&self, a: u128) -> IpAddr {
+        if self.v6 {
+            IpAddr::V6(Ipv6Addr::from(a))
+        } else {
+            IpAddr::V4(Ipv4Addr::from(a as u32))
+        }
+    }
+
+    /// The source endpoint.
+    pub fn src(&self) -> Endpoint {
+        Endpoint {
+            addr: self.addr(self.src),
+            port: self.sport,
+        }
+    }
+
+    /// The destination endpoint.
+    pub fn dst(&self) -> Endpoint {
+        Endpoint {
+            addr: self.addr(self.dst),
+            port: self.dport,
+        }
+    }
+
     /// The counted length of a frame whose wire length (from the capture header) is
     /// `wire_len` (see the module docs for the definition).
+    #[inline]
     pub fn wire_bytes(&self, wire_len: u32) -> u32 {
         wire_len.saturating_add_signed(self.l2_adjust)
     }
 
     /// Completes the observation with the capture's timestamp and wire length; `dir` from the
     /// caller (interface addresses, pcapng flags) wins over the link header's hint.
+    #[inline]
+    pub fn packet(&self, ts: UnixNanos, wire_len: u32, dir: Option<Direction>) -> Packet {
+        Packet {
+            src: self.src,
+            dst: self.dst,
+            ts,
+            wire_len: self.wire_bytes(wire_len),
+            segments: 1,
+            sport: self.sport,
+            dport: self.dport,
+            proto: self.proto,
+            family: if self.v6 { SRC_V6 | DST_V6 } else { 0 },
+            tcp_flags: self.tcp_flags,
+            dir: dir.or(self.dir),
+        }
+    }
+
+    /// As [`packet`](Self::packet), with typed endpoints.
     pub fn into_meta(self, ts: UnixNanos, wire_len: u32, dir: Option<Direction>) -> PacketMeta {
         PacketMeta {
             ts,
-            transport: self.transport,
-            src: self.src,
-            dst: self.dst,
+            transport: self.transport(),
+            src: self.src(),
+            dst: self.dst(),
             dir: dir.or(self.dir),
             wire_len: self.wire_bytes(wire_len),
             segments: 1,
@@ -379,9 +435,9 @@ fn ipv4(d: &[u8], adjust: i32, dir: Option<Direction>) -> Result<Decoded, Skip> 
     };
     let l4 = d.get(hlen..end).ok_or(Skip::Truncated)?;
     let frag_off = u16::from_be_bytes([fr0, fr1]) & 0x1fff;
-    let src = IpAddr::V4(Ipv4Addr::new(s0, s1, s2, s3));
-    let dst = IpAddr::V4(Ipv4Addr::new(d0, d1, d2, d3));
-    transport(proto, l4, frag_off != 0, src, dst, adjust, dir)
+    let src = u128::from(u32::from_be_bytes([s0, s1, s2, s3]));
+    let dst = u128::from(u32::from_be_bytes([d0, d1, d2, d3]));
+    transport(proto, l4, frag_off != 0, (src, dst, false), adjust, dir)
 }
 
 #[inline]
@@ -400,8 +456,8 @@ fn ipv6(d: &[u8], adjust: i32, dir: Option<Direction>) -> Result<Decoded, Skip> 
         s.copy_from_slice(a);
         t.copy_from_slice(b);
     }
-    let src = IpAddr::V6(Ipv6Addr::from(s));
-    let dst = IpAddr::V6(Ipv6Addr::from(t));
+    let src = u128::from_be_bytes(s);
+    let dst = u128::from_be_bytes(t);
     let payload = usize::from(u16::from_be_bytes([pl0, pl1]));
     let rest = d.get(40..).unwrap_or_default();
     // Payload length 0: jumbogram or GSO super-packet; use what we have.
@@ -447,11 +503,11 @@ fn ipv6(d: &[u8], adjust: i32, dir: Option<Direction>) -> Result<Decoded, Skip> 
                 l4 = l4.get(n..).ok_or(Skip::Truncated)?;
                 next = nh;
             }
-            _ => return transport(next, l4, later_fragment, src, dst, adjust, dir),
+            _ => return transport(next, l4, later_fragment, (src, dst, true), adjust, dir),
         }
     }
     if later_fragment {
-        return transport(next, l4, true, src, dst, adjust, dir);
+        return transport(next, l4, true, (src, dst, true), adjust, dir);
     }
     // An extension-header chain longer than any real stack sends.
     Err(Skip::Malformed)
@@ -462,17 +518,16 @@ fn transport(
     proto: u8,
     l4: &[u8],
     later_fragment: bool,
-    src: IpAddr,
-    dst: IpAddr,
+    (src, dst, v6): (u128, u128, bool),
     adjust: i32,
     dir: Option<Direction>,
 ) -> Result<Decoded, Skip> {
-    let t = Transport::from_proto(proto);
     let (sport, dport, flags) = if later_fragment {
         (0, 0, 0)
     } else {
-        match t {
-            Transport::Tcp => match *l4 {
+        match proto {
+            // TCP
+            6 => match *l4 {
                 [
                     a,
                     b,
@@ -507,35 +562,35 @@ fn transport(
                 }
                 _ => return Err(Skip::Truncated),
             },
-            Transport::Udp => match *l4 {
+            // UDP
+            17 => match *l4 {
                 [a, b, c, e, _, _, _, _, ..] => {
                     (u16::from_be_bytes([a, b]), u16::from_be_bytes([c, e]), 0)
                 }
                 _ => return Err(Skip::Truncated),
             },
-            Transport::Sctp => match *l4 {
+            // SCTP
+            132 => match *l4 {
                 [a, b, c, e, _, _, _, _, _, _, _, _, ..] => {
                     (u16::from_be_bytes([a, b]), u16::from_be_bytes([c, e]), 0)
                 }
                 _ => return Err(Skip::Truncated),
             },
-            Transport::Icmp | Transport::Icmpv6 => match *l4 {
+            // ICMP, ICMPv6
+            1 | 58 => match *l4 {
                 [ty, code, _, _, ..] => (0, u16::from_be_bytes([ty, code]), 0),
                 _ => return Err(Skip::Truncated),
             },
-            Transport::Other(_) => (0, 0, 0),
+            _ => (0, 0, 0),
         }
     };
     Ok(Decoded {
-        transport: t,
-        src: Endpoint {
-            addr: src,
-            port: sport,
-        },
-        dst: Endpoint {
-            addr: dst,
-            port: dport,
-        },
+        src,
+        dst,
+        sport,
+        dport,
+        proto,
+        v6,
         tcp_flags: flags,
         dir,
         l2_adjust: adjust,
@@ -563,9 +618,9 @@ mod tests {
         td::ipv4(A, B, 6, &[], 0, false, &td::tcp(40000, 443, 0x02))
     }
     fn check_tcp_syn(d: &Decoded) {
-        assert_eq!(d.transport, Transport::Tcp);
-        assert_eq!((d.src.addr, d.src.port), (v4(A), 40000));
-        assert_eq!((d.dst.addr, d.dst.port), (v4(B), 443));
+        assert_eq!(d.transport(), Transport::Tcp);
+        assert_eq!((d.src().addr, d.src().port), (v4(A), 40000));
+        assert_eq!((d.dst().addr, d.dst().port), (v4(B), 443));
         assert_eq!(d.tcp_flags, 0x02);
     }
 
@@ -607,19 +662,19 @@ mod tests {
             &td::udp(5353, 53, 4),
         );
         let d = decode(LinkType::Raw, &p).unwrap();
-        assert_eq!(d.transport, Transport::Udp);
-        assert_eq!((d.src.port, d.dst.port), (5353, 53));
+        assert_eq!(d.transport(), Transport::Udp);
+        assert_eq!((d.src().port, d.dst().port), (5353, 53));
     }
 
     #[test]
     fn ipv4_fragments_first_has_ports_later_do_not() {
         let first = td::ipv4(A, B, 17, &[], 0, true, &td::udp(1000, 2000, 16));
         let d = decode(LinkType::Raw, &first).unwrap();
-        assert_eq!((d.src.port, d.dst.port), (1000, 2000));
+        assert_eq!((d.src().port, d.dst().port), (1000, 2000));
         let later = td::ipv4(A, B, 17, &[], 3, false, &[0xffu8; 16]);
         let d = decode(LinkType::Raw, &later).unwrap();
-        assert_eq!(d.transport, Transport::Udp);
-        assert_eq!((d.src.port, d.dst.port, d.tcp_flags), (0, 0, 0));
+        assert_eq!(d.transport(), Transport::Udp);
+        assert_eq!((d.src().port, d.dst().port, d.tcp_flags), (0, 0, 0));
     }
 
     #[test]
@@ -686,9 +741,9 @@ mod tests {
         ];
         let p = td::ipv6(A6, B6, &exts, 6, &td::tcp(55000, 22, 0x18));
         let d = decode(LinkType::Raw, &p).unwrap();
-        assert_eq!(d.transport, Transport::Tcp);
-        assert_eq!((d.src.addr, d.dst.addr), (v6(A6), v6(B6)));
-        assert_eq!((d.src.port, d.dst.port, d.tcp_flags), (55000, 22, 0x18));
+        assert_eq!(d.transport(), Transport::Tcp);
+        assert_eq!((d.src().addr, d.dst().addr), (v6(A6), v6(B6)));
+        assert_eq!((d.src().port, d.dst().port, d.tcp_flags), (55000, 22, 0x18));
     }
 
     #[test]
@@ -696,13 +751,13 @@ mod tests {
         let first = td::ipv6(A6, B6, &[(44, td::frag6(0, true))], 17, &td::udp(7, 8, 32));
         let d = decode(LinkType::Ipv6, &first).unwrap();
         assert_eq!(
-            (d.transport, d.src.port, d.dst.port),
+            (d.transport(), d.src().port, d.dst().port),
             (Transport::Udp, 7, 8)
         );
         let later = td::ipv6(A6, B6, &[(44, td::frag6(4, false))], 17, &[0xaa; 32]);
         let d = decode(LinkType::Ipv6, &later).unwrap();
         assert_eq!(
-            (d.transport, d.src.port, d.dst.port),
+            (d.transport(), d.src().port, d.dst().port),
             (Transport::Udp, 0, 0)
         );
     }
@@ -722,7 +777,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            (d.transport, d.src.port, d.dst.port),
+            (d.transport(), d.src().port, d.dst().port),
             (Transport::Sctp, 3868, 3868)
         );
         let d = decode(
@@ -731,18 +786,18 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            (d.transport, d.src.port, d.dst.port),
+            (d.transport(), d.src().port, d.dst().port),
             (Transport::Icmp, 0, 0x0800)
         );
         let d = decode(LinkType::Raw, &td::ipv6(A6, B6, &[], 58, &td::icmp(135, 0))).unwrap();
-        assert_eq!((d.transport, d.dst.port), (Transport::Icmpv6, 135 << 8));
+        assert_eq!((d.transport(), d.dst().port), (Transport::Icmpv6, 135 << 8));
         let d = decode(LinkType::Raw, &td::ipv4(A, B, 47, &[], 0, false, &[0u8; 4])).unwrap();
         assert_eq!(
-            (d.transport, d.src.port, d.dst.port),
+            (d.transport(), d.src().port, d.dst().port),
             (Transport::Other(47), 0, 0)
         );
         let d = decode(LinkType::Raw, &td::ipv6(A6, B6, &[], 59, &[])).unwrap();
-        assert_eq!(d.transport, Transport::Other(59));
+        assert_eq!(d.transport(), Transport::Other(59));
     }
 
     #[test]
@@ -778,7 +833,7 @@ mod tests {
         let f = td::sll2(4, 772, 0x86dd, &p);
         let d = decode(LinkType::LinuxSll2, &f).unwrap();
         assert_eq!(
-            (d.transport, d.src.port, d.dst.port),
+            (d.transport(), d.src().port, d.dst().port),
             (Transport::Udp, 546, 547)
         );
         assert_eq!(d.dir, Some(Direction::Out));
@@ -823,7 +878,7 @@ mod tests {
         let p = td::ipv4(A, B, 17, &[], 0, false, &td::udp(1, 2, 1400));
         let f = td::ethernet(&[], 0x0800, &p);
         let d = decode(LinkType::Ethernet, &f[..64]).unwrap();
-        assert_eq!((d.src.port, d.dst.port), (1, 2));
+        assert_eq!((d.src().port, d.dst().port), (1, 2));
         let m = d.into_meta(7, f.len() as u32, None);
         assert_eq!(m.wire_len, f.len() as u32);
     }

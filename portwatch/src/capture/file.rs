@@ -16,10 +16,10 @@ use std::fs::File;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use super::decode::{self, LinkType};
+use super::decode::{self, Decoded, LinkType, Skip};
 use crate::clock::UnixNanos;
 use crate::flow::table::BATCH;
-use crate::flow::{Direction, FlowTable, PacketMeta};
+use crate::flow::{Direction, FlowTable, Packet};
 
 /// Largest captured length a record may claim (libpcap's own limit is 256 KiB; D-Bus and
 /// USB captures go to 128 MiB). Anything larger means the file is corrupt.
@@ -104,7 +104,7 @@ enum TsUnit {
 }
 
 impl TsUnit {
-    #[inline]
+    #[inline(always)]
     fn to_nanos(self, ticks: u64) -> u64 {
         match self {
             Self::Micros => ticks.saturating_mul(1_000),
@@ -281,20 +281,39 @@ impl<'a> Reader<'a> {
         link: LinkType,
     ) -> Result<Option<Frame<'a>>, FormatError> {
         let rest = self.buf.get(self.pos..).unwrap_or_default();
-        if rest.is_empty() {
-            return Ok(None);
-        }
-        let Some(hdr) = rest.get(..16) else {
+        let Some((hdr, after)) = rest.split_first_chunk::<16>() else {
+            if rest.is_empty() {
+                return Ok(None);
+            }
             return Err(truncated(self.pos, "pcap record header", 16, rest.len()));
         };
-        let (Some(sec), Some(frac), Some(caplen), Some(orig)) = (
-            rd32(hdr, 0, le),
-            rd32(hdr, 4, le),
-            rd32(hdr, 8, le),
-            rd32(hdr, 12, le),
-        ) else {
-            return Err(truncated(self.pos, "pcap record header", 16, rest.len()));
+        let [
+            s0,
+            s1,
+            s2,
+            s3,
+            f0,
+            f1,
+            f2,
+            f3,
+            c0,
+            c1,
+            c2,
+            c3,
+            o0,
+            o1,
+            o2,
+            o3,
+        ] = *hdr;
+        let word = |b: [u8; 4]| {
+            if le {
+                u32::from_le_bytes(b)
+            } else {
+                u32::from_be_bytes(b)
+            }
         };
+        let (sec, frac) = (word([s0, s1, s2, s3]), word([f0, f1, f2, f3]));
+        let (caplen, orig) = (word([c0, c1, c2, c3]), word([o0, o1, o2, o3]));
         if caplen > MAX_RECORD {
             return Err(FormatError {
                 offset: self.pos as u64,
@@ -304,14 +323,18 @@ impl<'a> Reader<'a> {
                 },
             });
         }
-        let end = 16usize.saturating_add(caplen as usize);
-        let Some(data) = rest.get(16..end) else {
-            return Err(truncated(self.pos, "pcap record", end, rest.len()));
+        // caplen <= MAX_RECORD: neither sum overflows.
+        let Some(data) = after.get(..caplen as usize) else {
+            return Err(truncated(
+                self.pos,
+                "pcap record",
+                16 + caplen as usize,
+                rest.len(),
+            ));
         };
-        self.pos = self.pos.saturating_add(end);
-        let ts = u64::from(sec)
-            .saturating_mul(1_000_000_000)
-            .saturating_add(unit.to_nanos(u64::from(frac)));
+        self.pos += 16 + caplen as usize;
+        // A u32 of seconds times 1e9 plus a u32 of microseconds times 1e3 fits in a u64.
+        let ts = u64::from(sec) * 1_000_000_000 + unit.to_nanos(u64::from(frac));
         Ok(Some(Frame {
             ts,
             link,
@@ -675,6 +698,34 @@ impl Orienter {
         }
     }
 
+    /// [`is_local`](Self::is_local) on an address in the flow table's integer form (IPv4 as
+    /// its 32-bit number).
+    #[inline]
+    pub fn is_local_bits(&self, a: u128, v6: bool) -> bool {
+        // Every entry is compared (no early exit): the answer differs from packet to packet,
+        // the number of entries does not.
+        if v6 {
+            self.v6
+                .iter()
+                .fold(false, |hit, (net, mask)| hit | (a & mask == *net))
+        } else {
+            let a = a as u32;
+            self.v4
+                .iter()
+                .fold(false, |hit, (net, mask)| hit | (a & mask == *net))
+        }
+    }
+
+    /// [`direction`](Self::direction) of a decoded packet (addresses in integer form),
+    /// computed without branching on the answer.
+    #[inline]
+    pub fn direction_of(&self, d: &Decoded) -> Option<Direction> {
+        let src = self.is_local_bits(d.src, d.v6);
+        let dst = self.is_local_bits(d.dst, d.v6);
+        let dir = if src { Direction::Out } else { Direction::In };
+        (src | dst).then_some(dir)
+    }
+
     /// Outbound when the source is local, inbound when only the destination is, else `None`.
     #[inline]
     pub fn direction(&self, src: &IpAddr, dst: &IpAddr) -> Option<Direction> {
@@ -802,59 +853,117 @@ pub fn ingest_bytes(
         path: path.to_owned(),
         source,
     })?;
-    let mut frames = 0u64;
-    let mut first_ts = 0;
-    let mut last_ts = 0;
-    let mut error = None;
-    let use_addrs = !orienter.is_empty();
-    // Decoded packets are handed to the table a batch at a time (see FlowTable::ingest_batch).
-    let mut batch: Vec<PacketMeta> = Vec::with_capacity(BATCH);
-    loop {
-        match reader.next_frame() {
-            None => break,
-            Some(Err(e)) => {
-                error = Some(e);
-                break;
-            }
-            Some(Ok(f)) => {
-                frames += 1;
-                if first_ts == 0 {
-                    first_ts = f.ts;
-                }
-                last_ts = last_ts.max(f.ts);
-                match decode::decode(f.link, f.data) {
-                    Ok(d) => {
-                        let dir = if use_addrs {
-                            orienter.direction(&d.src.addr, &d.dst.addr).or(f.dir)
-                        } else {
-                            f.dir
-                        };
-                        batch.push(d.into_meta(f.ts, f.wire_len, dir));
-                        if batch.len() == BATCH {
-                            table.ingest_batch(&batch);
-                            batch.clear();
-                        }
-                    }
-                    Err(skip) => skip.count(table.health_mut()),
-                }
-                if frames.is_multiple_of(65_536) {
-                    progress(reader.offset());
-                }
-            }
-        }
-    }
-    table.ingest_batch(&batch);
-    progress(reader.offset());
+    let mut d = Driver {
+        table,
+        orienter,
+        use_addrs: !orienter.is_empty(),
+        progress,
+        frames: 0,
+        first_ts: 0,
+        last_ts: 0,
+        batch: [Packet::default(); BATCH],
+        queued: 0,
+    };
+    // The container and link type are known per file for classic pcap: the record loop is
+    // compiled once per case, with the decoder for the link type inlined (no per-frame
+    // dispatch on either).
+    let error = match reader.state {
+        // The common case: little-endian, microseconds, Ethernet.
+        State::Pcap {
+            le: true,
+            unit: TsUnit::Micros,
+            link: LinkType::Ethernet,
+        } => d.run(
+            &mut reader,
+            |r| r.next_pcap(true, TsUnit::Micros, LinkType::Ethernet),
+            |_, data| decode::decode(LinkType::Ethernet, data),
+        ),
+        State::Pcap { le, unit, link } => d.run(
+            &mut reader,
+            |r| r.next_pcap(le, unit, link),
+            |_, data| decode::decode(link, data),
+        ),
+        State::Pcapng { .. } => d.run(&mut reader, Reader::next_pcapng, decode::decode),
+    };
+    reader.done = true;
+    d.flush();
+    (d.progress)(reader.offset());
     Ok(FileSummary {
         path: path.to_owned(),
         format: reader.format(),
-        frames,
+        frames: d.frames,
         bytes_read: reader.offset(),
         size: bytes.len() as u64,
-        first_ts,
-        last_ts,
+        first_ts: d.first_ts,
+        last_ts: d.last_ts,
         error,
     })
+}
+
+/// The file driver's state: decoded packets are queued in the table's integer form and handed
+/// to it a batch at a time (see [`FlowTable::ingest_packets`]).
+struct Driver<'t, 'p> {
+    table: &'t mut FlowTable,
+    orienter: &'t Orienter,
+    use_addrs: bool,
+    progress: &'p mut dyn FnMut(u64),
+    frames: u64,
+    first_ts: UnixNanos,
+    last_ts: UnixNanos,
+    batch: [Packet; BATCH],
+    queued: usize,
+}
+
+impl Driver<'_, '_> {
+    /// Reads frames with `next` and decodes them with `dec` until the end of the file or the
+    /// first damage, which it returns.
+    #[inline(always)]
+    fn run<'a, N, D>(&mut self, reader: &mut Reader<'a>, mut next: N, dec: D) -> Option<FormatError>
+    where
+        N: FnMut(&mut Reader<'a>) -> Result<Option<Frame<'a>>, FormatError>,
+        D: Fn(LinkType, &[u8]) -> Result<Decoded, Skip>,
+    {
+        loop {
+            let f = match next(reader) {
+                Ok(Some(f)) => f,
+                Ok(None) => return None,
+                Err(e) => return Some(e),
+            };
+            self.frames += 1;
+            if self.first_ts == 0 {
+                self.first_ts = f.ts;
+            }
+            self.last_ts = self.last_ts.max(f.ts);
+            match dec(f.link, f.data) {
+                Ok(d) => {
+                    let dir = if self.use_addrs {
+                        self.orienter.direction_of(&d).or(f.dir)
+                    } else {
+                        f.dir
+                    };
+                    if let Some(slot) = self.batch.get_mut(self.queued) {
+                        *slot = d.packet(f.ts, f.wire_len, dir);
+                    }
+                    self.queued += 1;
+                    if self.queued >= BATCH {
+                        self.flush();
+                    }
+                }
+                Err(skip) => skip.count(self.table.health_mut()),
+            }
+            if self.frames.is_multiple_of(65_536) {
+                (self.progress)(reader.offset());
+            }
+        }
+    }
+
+    /// Hands the queued packets to the table.
+    fn flush(&mut self) {
+        let n = self.queued.min(BATCH);
+        self.table
+            .ingest_packets(self.batch.get(..n).unwrap_or_default());
+        self.queued = 0;
+    }
 }
 
 /// Opens, maps and reads one capture file into `table` (see [`ingest_bytes`]).
@@ -1100,7 +1209,7 @@ mod tests {
         );
         for f in &frames {
             let d = decode::decode(f.link, f.data).unwrap();
-            assert_eq!((d.src.port, d.dst.port), (1234, 22));
+            assert_eq!((d.sport, d.dport), (1234, 22));
         }
     }
 

@@ -249,8 +249,8 @@ pub fn ingest_frame(
 ) {
     match decode::decode(link, data) {
         Ok(d) => {
-            let dir = orienter.direction(&d.src.addr, &d.dst.addr);
-            table.ingest(&d.into_meta(ts, wire_len.max(data.len() as u32), dir));
+            let dir = orienter.direction_of(&d);
+            table.ingest_packet(&d.packet(ts, wire_len.max(data.len() as u32), dir));
         }
         Err(skip) => skip.count(table.health_mut()),
     }

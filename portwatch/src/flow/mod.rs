@@ -8,5 +8,5 @@ pub use key::{
     Counts, Direction, Endpoint, FlowKey, FlowRecord, FlowStats, PortCounts, PortTotal, Side,
     TcpFlags, Transport,
 };
-pub use table::{FlowTable, Health, PacketMeta, Snapshot};
+pub use table::{DST_V6, FlowTable, Health, Packet, PacketMeta, SRC_V6, Snapshot};
 pub use window::Window;

@@ -30,6 +30,60 @@ pub struct PacketMeta {
     pub tcp_flags: u8,
 }
 
+/// [`Packet::family`] bit: the source address is IPv6.
+pub const SRC_V6: u8 = 1;
+/// [`Packet::family`] bit: the destination address is IPv6.
+pub const DST_V6: u8 = 2;
+
+/// One decoded packet in the table's own integer form: what the decoder produces for the
+/// table (no `IpAddr` is built per packet) and what [`FlowTable::ingest_packets`] takes.
+/// [`PacketMeta`] is the same observation with typed endpoints and converts to it
+/// ([`PacketMeta::packet`]); both give the same flows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Packet {
+    /// Source address: an IPv4 address as its 32-bit number, an IPv6 one as its 128-bit number.
+    pub src: u128,
+    /// Destination address, as `src`.
+    pub dst: u128,
+    pub ts: UnixNanos,
+    /// Length on the wire (not the captured length).
+    pub wire_len: u32,
+    /// Wire-equivalent segments (1 unless the backend saw a GSO super-packet).
+    pub segments: u32,
+    pub sport: u16,
+    pub dport: u16,
+    /// IP protocol number.
+    pub proto: u8,
+    /// [`SRC_V6`] | [`DST_V6`].
+    pub family: u8,
+    /// TCP flag byte (0 for other transports).
+    pub tcp_flags: u8,
+    /// As [`PacketMeta::dir`].
+    pub dir: Option<Direction>,
+}
+
+impl PacketMeta {
+    /// The same packet in the table's integer form.
+    #[inline]
+    pub fn packet(&self) -> Packet {
+        let s = bits(&self.src);
+        let d = bits(&self.dst);
+        Packet {
+            src: s.addr,
+            dst: d.addr,
+            ts: self.ts,
+            wire_len: self.wire_len,
+            segments: self.segments,
+            sport: self.src.port,
+            dport: self.dst.port,
+            proto: self.transport.proto(),
+            family: (u8::from(s.v6) * SRC_V6) | (u8::from(d.v6) * DST_V6),
+            tcp_flags: self.tcp_flags,
+            dir: self.dir,
+        }
+    }
+}
+
 /// Health and loss counters for one interval. Every loss anywhere in the pipeline ends here.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Health {
@@ -197,9 +251,17 @@ struct Prep {
 
 impl Prep {
     #[inline(always)]
-    fn new(p: &PacketMeta, hasher: &Hasher) -> Self {
-        let s = bits(&p.src);
-        let d = bits(&p.dst);
+    fn new(p: &Packet, hasher: &Hasher) -> Self {
+        let s = Bits {
+            v6: p.family & SRC_V6 != 0,
+            addr: p.src,
+            port: p.sport,
+        };
+        let d = Bits {
+            v6: p.family & DST_V6 != 0,
+            addr: p.dst,
+            port: p.dport,
+        };
         // Any total order does; this one compares the address first.
         let rest = |e: &Bits| (u32::from(e.v6) << 16) | u32::from(e.port);
         let s_le_d = s.addr < d.addr || (s.addr == d.addr && rest(&s) <= rest(&d));
@@ -209,18 +271,18 @@ impl Prep {
         // are equal both orientations are the same key (`LOCAL_IS_A`).
         let out = if s_le_d { LOCAL_IS_A } else { 0 };
         let inb = if d_le_s { LOCAL_IS_A } else { 0 };
-        let meta = u16::from(p.transport.proto()) | (u16::from(a.v6) << 8) | (u16::from(b.v6) << 9);
+        let meta = u16::from(p.proto) | (u16::from(a.v6) << 8) | (u16::from(b.v6) << 9);
         let ports = (u32::from(a.port) << 16) | u32::from(b.port);
         let fold = |x: u128| (x as u64) ^ ((x >> 64) as u64).rotate_left(29);
         let mut h = hasher.build_hasher();
         h.write_u64(fold(a.addr));
         h.write_u64(fold(b.addr));
         h.write_u64((u64::from(ports) << 16) | u64::from(meta));
-        let (first, first_out, unknown) = match p.dir {
-            Some(Direction::In) => (inb, false, false),
-            Some(Direction::Out) => (out, true, false),
-            None => (out, true, true),
-        };
+        // Selects rather than a match: with node addresses known, directions alternate at
+        // random from packet to packet and a branch on them is mispredicted half the time.
+        let unknown = p.dir.is_none();
+        let first_out = p.dir != Some(Direction::In);
+        let first = if first_out { out } else { inb };
         Self {
             a: a.addr,
             b: b.addr,
@@ -242,7 +304,12 @@ impl Prep {
     /// Whether `e` holds these endpoints (in either orientation).
     #[inline]
     fn same_ends(&self, e: &Entry) -> bool {
-        e.a == self.a && e.b == self.b && e.ports == self.ports && e.meta & !LOCAL_IS_A == self.meta
+        // One test instead of four (no early exits to predict).
+        ((e.a ^ self.a)
+            | (e.b ^ self.b)
+            | u128::from(e.ports ^ self.ports)
+            | u128::from((e.meta & !LOCAL_IS_A) ^ self.meta))
+            == 0
     }
 }
 
@@ -374,15 +441,32 @@ impl FlowTable {
     /// Adds one packet.
     #[inline]
     pub fn ingest(&mut self, p: &PacketMeta) {
+        self.ingest_packet(&p.packet());
+    }
+
+    /// Adds one packet in the table's integer form.
+    #[inline]
+    pub fn ingest_packet(&mut self, p: &Packet) {
         let pr = Prep::new(p, &self.hasher);
         self.apply(p, &pr);
     }
 
-    /// Adds packets in order; the same result as [`ingest`](Self::ingest) on each, faster: a
-    /// software pipeline hashes packet `i + AHEAD_INDEX` and prefetches its index word, reads
-    /// the index word of packet `i + AHEAD_ENTRY` and prefetches its entry, then applies packet
-    /// `i`. Callers should pass a few hundred packets at a time.
+    /// Adds packets in order (see [`ingest_packets`](Self::ingest_packets)).
     pub fn ingest_batch(&mut self, packets: &[PacketMeta]) {
+        for chunk in packets.chunks(BATCH) {
+            let mut buf = [Packet::default(); BATCH];
+            for (b, p) in buf.iter_mut().zip(chunk) {
+                *b = p.packet();
+            }
+            self.ingest_packets(buf.get(..chunk.len()).unwrap_or_default());
+        }
+    }
+
+    /// Adds packets in order; the same result as [`ingest_packet`](Self::ingest_packet) on
+    /// each, faster: a software pipeline hashes packet `i + AHEAD_INDEX` and prefetches its
+    /// index word, reads the index word of packet `i + AHEAD_ENTRY` and prefetches its entry,
+    /// then applies packet `i`. Callers should pass a few hundred packets at a time.
+    pub fn ingest_packets(&mut self, packets: &[Packet]) {
         let mut ring = [Prep::default(); RING];
         let n = packets.len();
         for (j, p) in packets.iter().enumerate().take(AHEAD_INDEX) {
@@ -398,14 +482,13 @@ impl FlowTable {
             if i + AHEAD_ENTRY < n {
                 self.prefetch_entry(&ring[(i + AHEAD_ENTRY) % RING]);
             }
-            let pr = ring[i % RING];
-            self.apply(p, &pr);
+            self.apply(p, &ring[i % RING]);
         }
     }
 
     /// Hashes `p` into `pr` and prefetches its home index word.
     #[inline(always)]
-    fn prepare(&self, p: &PacketMeta, pr: &mut Prep) {
+    fn prepare(&self, p: &Packet, pr: &mut Prep) {
         *pr = Prep::new(p, &self.hasher);
         prefetch(
             self.index
@@ -480,9 +563,9 @@ impl FlowTable {
     }
 
     #[inline]
-    fn apply(&mut self, p: &PacketMeta, pr: &Prep) {
+    fn apply(&mut self, p: &Packet, pr: &Prep) {
         self.health.packets_seen += 1;
-        let tcp = p.transport == Transport::Tcp;
+        let tcp = p.proto == 6;
         let f = if tcp { p.tcp_flags } else { 0 };
         let segments = p.segments.max(1);
         let (at, out) = match self.probe(pr) {
@@ -508,21 +591,21 @@ impl FlowTable {
             c.packets = c.packets.saturating_add(1);
             c.bytes = c.bytes.saturating_add(u64::from(p.wire_len));
             *fl |= p.tcp_flags;
-            if f != 0 {
-                let syn = f & TcpFlags::SYN != 0;
-                let ack = f & TcpFlags::ACK != 0;
-                c.syn = c.syn.saturating_add(u32::from(syn && !ack));
-                c.synack = c.synack.saturating_add(u32::from(syn && ack));
-                c.fin = c.fin.saturating_add(u32::from(f & TcpFlags::FIN != 0));
-                c.rst = c.rst.saturating_add(u32::from(f & TcpFlags::RST != 0));
-            }
+            // Unconditional adds of 0 or 1: a branch on "any flag" is mispredicted whenever
+            // TCP and UDP packets interleave.
+            let syn = f & TcpFlags::SYN != 0;
+            let ack = f & TcpFlags::ACK != 0;
+            c.syn = c.syn.saturating_add(u32::from(syn & !ack));
+            c.synack = c.synack.saturating_add(u32::from(syn & ack));
+            c.fin = c.fin.saturating_add(u32::from(f & TcpFlags::FIN != 0));
+            c.rst = c.rst.saturating_add(u32::from(f & TcpFlags::RST != 0));
         }
         e.first_seen = e.first_seen.min(p.ts);
         e.last_seen = e.last_seen.max(p.ts);
         if segments > 1 {
             let (local, remote) = ends(e.meta, e.ports);
             self.add_ports(
-                p.transport,
+                Transport::from_proto(p.proto),
                 local,
                 remote,
                 out,
@@ -538,7 +621,7 @@ impl FlowTable {
     /// the table is at capacity.
     fn insert(
         &mut self,
-        p: &PacketMeta,
+        p: &Packet,
         pr: &Prep,
         mut bucket: usize,
         orient: u16,
@@ -615,10 +698,11 @@ impl FlowTable {
 
     /// A packet of a flow the table had no room for: straight into the totals.
     #[cold]
-    fn count_unheld(&mut self, p: &PacketMeta, pr: &Prep, orient: u16, out: bool, segments: u32) {
+    fn count_unheld(&mut self, p: &Packet, pr: &Prep, orient: u16, out: bool, segments: u32) {
         self.health.flow_table_full += 1;
         let (local, remote) = ends(pr.meta | orient, pr.ports);
-        let tcp = p.transport == Transport::Tcp;
+        let transport = Transport::from_proto(p.proto);
+        let tcp = transport == Transport::Tcp;
         let f = p.tcp_flags;
         let pc = PortCounts {
             packets: 1,
@@ -629,7 +713,7 @@ impl FlowTable {
             fin: u64::from(tcp && f & TcpFlags::FIN != 0),
             rst: u64::from(tcp && f & TcpFlags::RST != 0),
         };
-        self.add_ports(p.transport, local, remote, out, &pc);
+        self.add_ports(transport, local, remote, out, &pc);
     }
 
     fn add_ports(&mut self, t: Transport, local: u16, remote: u16, out: bool, pc: &PortCounts) {
