@@ -8,7 +8,7 @@ pub const EBPF_TOOLCHAIN: &str = "nightly-2026-05-20";
 
 /// Name of the per-CPU per-port totals table (never written by userspace).
 pub const MAP_PORT_TOTALS: &str = "PW_PORT_TOTALS";
-/// Name of the bounded flow-detail hash map (drained by userspace every interval).
+/// Name of the bounded flow-detail per-CPU hash map (drained by userspace every interval).
 pub const MAP_FLOWS: &str = "PW_FLOWS";
 /// Name of the per-CPU health counters array: one u64 per `CNT_*` index.
 pub const MAP_COUNTERS: &str = "PW_COUNTERS";
@@ -20,7 +20,7 @@ pub const PROG_EGRESS: &str = "portwatch_egress";
 
 /// Version of the map layouts below. Pinned maps whose key or value sizes do not match are
 /// replaced on start (a layout change cannot continue old totals).
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Default capacity of the flow-detail map (overridable at load time).
 pub const DEFAULT_FLOW_CAPACITY: u32 = 65_536;
@@ -158,7 +158,9 @@ pub struct FlowKey {
     pub _pad: [u8; 2],
 }
 
-/// Value of the flow-detail map. Updated with atomic adds by every CPU.
+/// Value of the flow-detail map, one per CPU: the map is a per-CPU hash, so each CPU adds to
+/// its own copy with plain (non-atomic) stores, and userspace merges the copies when it drains
+/// an entry ([`FlowValue::merge`]). An insert from the kernel zeroes the other CPUs' copies.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowValue {
@@ -170,16 +172,43 @@ pub struct FlowValue {
     pub packets_out: u64,
     /// Bytes local -> remote.
     pub bytes_out: u64,
-    /// Kernel monotonic time (CLOCK_MONOTONIC, coarse) of the first packet.
+    /// Kernel monotonic time (CLOCK_MONOTONIC, coarse) of the flow's first packet; set only in
+    /// the copy of the CPU that inserted the entry, 0 in the others.
     pub first_seen_ns: u64,
-    /// Kernel monotonic time of the latest packet.
+    /// Kernel monotonic time of this CPU's latest packet of the flow (0: none).
     pub last_seen_ns: u64,
-    /// TCP flags seen: inbound in bits 0..8, outbound in bits 8..16 (64 bits wide so that
-    /// the program can update it with a 64-bit atomic OR, which every BPF ISA has).
-    pub tcp_flags: u64,
-    /// TCP SYN-without-ACK packets: inbound in the low 32 bits, outbound in the high 32 bits
-    /// (updated with one 64-bit atomic add).
-    pub syns: u64,
+    /// TCP SYN-without-ACK packets remote -> local.
+    pub syns_in: u32,
+    /// TCP SYN-without-ACK packets local -> remote.
+    pub syns_out: u32,
+    /// TCP flags seen remote -> local (OR of the flag bytes).
+    pub flags_in: u8,
+    /// TCP flags seen local -> remote.
+    pub flags_out: u8,
+    /// Explicit padding, always zero.
+    pub _pad: [u8; 6],
+}
+
+impl FlowValue {
+    /// Folds another CPU's copy into `self`: counts add, flags OR, first seen is the earliest
+    /// non-zero one, last seen the latest.
+    pub fn merge(&mut self, o: &Self) {
+        self.packets_in = self.packets_in.wrapping_add(o.packets_in);
+        self.bytes_in = self.bytes_in.wrapping_add(o.bytes_in);
+        self.packets_out = self.packets_out.wrapping_add(o.packets_out);
+        self.bytes_out = self.bytes_out.wrapping_add(o.bytes_out);
+        self.syns_in = self.syns_in.saturating_add(o.syns_in);
+        self.syns_out = self.syns_out.saturating_add(o.syns_out);
+        self.flags_in |= o.flags_in;
+        self.flags_out |= o.flags_out;
+        if o.first_seen_ns != 0 && (self.first_seen_ns == 0 || o.first_seen_ns < self.first_seen_ns)
+        {
+            self.first_seen_ns = o.first_seen_ns;
+        }
+        if o.last_seen_ns > self.last_seen_ns {
+            self.last_seen_ns = o.last_seen_ns;
+        }
+    }
 }
 
 /// Index in the counters array: every frame the program saw.
@@ -312,8 +341,8 @@ mod tests {
         assert_eq!(offset_of!(FlowKey, remote_port), 34);
         assert_eq!(offset_of!(FlowKey, proto), 36);
         assert_eq!(offset_of!(FlowKey, family), 37);
-        assert_eq!(offset_of!(FlowValue, tcp_flags), 48);
-        assert_eq!(offset_of!(FlowValue, syns), 56);
+        assert_eq!(offset_of!(FlowValue, syns_in), 48);
+        assert_eq!(offset_of!(FlowValue, flags_in), 56);
         // Counter indices are distinct and inside the array.
         let all = [
             CNT_PACKETS,

@@ -7,11 +7,7 @@
 //! the bytes it needs once with `bpf_skb_pull_data` and carries on with direct access.
 #![no_std]
 #![no_main]
-// Atomic read-modify-write on map values: core's Atomic* types lack fetch_add on this target.
-#![feature(core_intrinsics)]
-#![allow(internal_features)]
 
-use core::intrinsics::{AtomicOrdering, atomic_or, atomic_xadd};
 use core::mem::size_of;
 
 use aya_ebpf::{
@@ -19,7 +15,7 @@ use aya_ebpf::{
     bindings::{__sk_buff, BPF_NOEXIST, TC_ACT_UNSPEC},
     helpers::{bpf_ktime_get_coarse_ns, bpf_skb_load_bytes},
     macros::{classifier, map},
-    maps::{HashMap, PerCpuArray},
+    maps::{PerCpuArray, PerCpuHashMap},
     programs::TcContext,
 };
 use portwatch_common::{
@@ -41,8 +37,11 @@ static PORT_TOTALS: PerCpuArray<PortSlot> = PerCpuArray::pinned(DEFAULT_PORT_SLO
 #[unsafe(no_mangle)]
 static PW_PORT_SLOT_MASK: Global<u32> = Global::new(DEFAULT_PORT_SLOTS - 1);
 
+/// Flow detail: a per-CPU hash, so that a packet updates its own CPU's copy of the entry with
+/// plain stores (no atomic read-modify-write on a line other CPUs write); userspace merges the
+/// copies when it drains the entry.
 #[map(name = "PW_FLOWS")]
-static FLOWS: HashMap<FlowKey, FlowValue> = HashMap::pinned(DEFAULT_FLOW_CAPACITY, 0);
+static FLOWS: PerCpuHashMap<FlowKey, FlowValue> = PerCpuHashMap::pinned(DEFAULT_FLOW_CAPACITY, 0);
 
 /// One u64 per `CNT_*` index. Each counter is looked up by index rather than reached by adding
 /// an index to one value pointer: without CAP_PERFMON the verifier refuses pointer arithmetic
@@ -216,7 +215,7 @@ fn add_counters(v: &mut PortCounters, inc: &PortCounters) {
     }
 }
 
-/// Adds the packet to its flow (shared by all CPUs: atomic adds), inserting the flow when new.
+/// Adds the packet to this CPU's copy of its flow, inserting the flow when new.
 #[inline(always)]
 fn count_flow<const INGRESS: bool>(key: &FlowKey, bytes: u64, flags: u8, syn: bool) {
     // SAFETY: helper without arguments.
@@ -229,35 +228,29 @@ fn count_flow<const INGRESS: bool>(key: &FlowKey, bytes: u64, flags: u8, syn: bo
 }
 
 /// The rare path, out of line: first packet of a flow. `flags_syn` is the TCP flag byte, plus
-/// 0x100 for a SYN without ACK (a BPF function takes at most five arguments).
+/// 0x100 for a SYN without ACK (a BPF function takes at most five arguments). The insert sets
+/// this CPU's copy and zeroes the others; only this copy carries `first_seen_ns`.
 #[inline(never)]
 fn new_flow<const INGRESS: bool>(key: &FlowKey, bytes: u64, flags_syn: u16, now: u64) {
     let flags = flags_syn as u8;
     let syn = flags_syn & 0x100 != 0;
-    let init = if INGRESS {
-        FlowValue {
-            packets_in: 1,
-            bytes_in: bytes,
-            packets_out: 0,
-            bytes_out: 0,
-            first_seen_ns: now,
-            last_seen_ns: now,
-            tcp_flags: u64::from(flags),
-            syns: u64::from(syn),
-        }
-    } else {
-        FlowValue {
-            packets_in: 0,
-            bytes_in: 0,
-            packets_out: 1,
-            bytes_out: bytes,
-            first_seen_ns: now,
-            last_seen_ns: now,
-            tcp_flags: u64::from(flags) << 8,
-            syns: u64::from(syn) << 32,
-        }
+    let mut init = FlowValue {
+        first_seen_ns: now,
+        last_seen_ns: now,
+        ..FlowValue::default()
     };
-    match FLOWS.insert(key, init, u64::from(BPF_NOEXIST)) {
+    if INGRESS {
+        init.packets_in = 1;
+        init.bytes_in = bytes;
+        init.flags_in = flags;
+        init.syns_in = u32::from(syn);
+    } else {
+        init.packets_out = 1;
+        init.bytes_out = bytes;
+        init.flags_out = flags;
+        init.syns_out = u32::from(syn);
+    }
+    match FLOWS.insert(key, &init, u64::from(BPF_NOEXIST)) {
         Ok(()) => {}
         Err(e) if e == -EEXIST => match FLOWS.get_ptr_mut(key) {
             Some(v) => update_flow::<INGRESS>(v, bytes, flags, syn, now),
@@ -270,34 +263,22 @@ fn new_flow<const INGRESS: bool>(key: &FlowKey, bytes: u64, flags_syn: u16, now:
 
 #[inline(always)]
 fn update_flow<const INGRESS: bool>(v: *mut FlowValue, bytes: u64, flags: u8, syn: bool, now: u64) {
-    // SAFETY: `v` points at a live map value; counters change with atomic adds, the other
-    // fields with single aligned stores.
-    unsafe {
-        let (pk, by, shift, one) = if INGRESS {
-            (&raw mut (*v).packets_in, &raw mut (*v).bytes_in, 0, 1)
-        } else {
-            (
-                &raw mut (*v).packets_out,
-                &raw mut (*v).bytes_out,
-                8,
-                1 << 32,
-            )
-        };
-        atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(pk, 1);
-        atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(by, bytes);
-        if syn {
-            atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut (*v).syns, one);
-        }
-        let bits = u64::from(flags) << shift;
-        let fl = &raw mut (*v).tcp_flags;
-        if *fl & bits != bits {
-            atomic_or::<u64, u64, { AtomicOrdering::Relaxed }>(fl, bits);
-        }
-        let last = &raw mut (*v).last_seen_ns;
-        if *last < now {
-            *last = now;
-        }
+    // SAFETY: `v` points at this CPU's copy of a live entry; programs do not nest on one CPU,
+    // so nothing else writes it meanwhile (userspace only reads it when draining).
+    let v = unsafe { &mut *v };
+    if INGRESS {
+        v.packets_in += 1;
+        v.bytes_in += bytes;
+        v.flags_in |= flags;
+        v.syns_in += u32::from(syn);
+    } else {
+        v.packets_out += 1;
+        v.bytes_out += bytes;
+        v.flags_out |= flags;
+        v.syns_out += u32::from(syn);
     }
+    // One CPU reads a monotonic clock: its own readings never go back.
+    v.last_seen_ns = now;
 }
 
 /// `skb->data`, read afresh: a volatile load keeps LLVM from caching the 32-bit field across

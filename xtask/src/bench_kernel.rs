@@ -15,13 +15,19 @@ pub struct BenchKernelArgs {
     /// BPF_PROG_TEST_RUN repetitions per measurement.
     #[arg(long, default_value_t = 2_000_000)]
     pub repeat: u32,
-    /// Measurements per figure (the median is printed); also the number of interleaved rate
-    /// rounds.
+    /// Measurements per figure (the median is printed).
     #[arg(long, default_value_t = 7)]
     pub rounds: u32,
+    /// Interleaved rounds of the packet-rate comparison (each runs the three configurations
+    /// back to back; ratios are per round, and their median and spread are printed).
+    #[arg(long, default_value_t = 21)]
+    pub rate_rounds: u32,
     /// Seconds per rate run.
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = 1.0)]
     pub seconds: f64,
+    /// Compare built variants of the eBPF object instead (per-packet cost only, interleaved).
+    #[arg(long)]
+    pub object: Vec<String>,
     /// Only the per-packet cost, not the packet rate.
     #[arg(long)]
     pub no_rate: bool,
@@ -49,7 +55,11 @@ pub fn run(a: &BenchKernelArgs) -> Result<()> {
     cmd.args(["-f", "10"]).arg(&bin);
     cmd.args(["--repeat", &a.repeat.to_string()]);
     cmd.args(["--rounds", &a.rounds.to_string()]);
+    cmd.args(["--rate-rounds", &a.rate_rounds.to_string()]);
     cmd.args(["--seconds", &a.seconds.to_string()]);
+    for o in &a.object {
+        cmd.args(["--object", o]);
+    }
     if a.no_rate {
         cmd.arg("--no-rate");
     }

@@ -27,8 +27,10 @@
 //! - `PW_PORT_TOTALS`: per-CPU per-port totals keyed by (protocol, port, side, direction). The
 //!   program only adds; userspace never deletes. Each [`Backend::collect`] reads them and
 //!   reports the difference from a *baseline*, the totals as of the previous interval.
-//! - `PW_FLOWS`: bounded 5-tuple detail, drained each interval (iterate keys, then one
-//!   `BPF_MAP_LOOKUP_AND_DELETE_ELEM` per key). Insert failures are counted, never silent.
+//! - `PW_FLOWS`: bounded 5-tuple detail, a per-CPU hash (each CPU adds to its own copy of an
+//!   entry), drained each interval (iterate keys, then one `BPF_MAP_LOOKUP_AND_DELETE_ELEM` per
+//!   key, which returns every CPU's copy; they are merged). Insert failures are counted, never
+//!   silent.
 //! - `PW_COUNTERS`: per-CPU health counters, read as deltas like the totals.
 //!
 //! All three are pinned under `pin_dir`, so a restarted agent continues from them.
@@ -368,6 +370,15 @@ fn sum_slots(raw: &[u8]) -> std::collections::HashMap<PortKey, PortCounters> {
     totals
 }
 
+/// One flow from every CPU's copy (see [`FlowValue::merge`]).
+fn merge_cpus(per_cpu: &[FlowValue]) -> FlowValue {
+    let mut v = FlowValue::default();
+    for c in per_cpu {
+        v.merge(c);
+    }
+    v
+}
+
 impl AyaMaps {
     /// Sums every CPU's slots by key. The same key may sit in different slots on different
     /// CPUs (each CPU probes its own table).
@@ -408,10 +419,11 @@ impl AyaMaps {
         }
         let mut out = Vec::with_capacity(keys.len());
         for k in keys {
-            if let Some(v) = sys::map_lookup_and_delete::<_, FlowValue>(fd, &k)
-                .map_err(sys("BPF_MAP_LOOKUP_AND_DELETE_ELEM"))?
+            if let Some(per_cpu) =
+                sys::map_lookup_and_delete_percpu::<_, FlowValue>(fd, &k, self.cpus)
+                    .map_err(sys("BPF_MAP_LOOKUP_AND_DELETE_ELEM"))?
             {
-                out.push((k, v));
+                out.push((k, merge_cpus(&per_cpu)));
             }
         }
         Ok(out)
@@ -657,7 +669,7 @@ fn check_pins(pin_dir: &Path, flow_capacity: u32, port_slots: u32) -> Result<boo
     };
     let flows = Expect {
         name: common::MAP_FLOWS,
-        map_type: MapType::Hash,
+        map_type: MapType::PerCpuHash,
         key_size: size_of::<KFlowKey>() as u32,
         value_size: size_of::<FlowValue>() as u32,
         max_entries: flow_capacity,
@@ -977,10 +989,10 @@ fn take_maps(
         .try_into()
         .map_err(map_err(common::MAP_COUNTERS))?;
     let flows = match take(common::MAP_FLOWS)? {
-        aya::maps::Map::HashMap(m) => m,
+        aya::maps::Map::PerCpuHashMap(m) => m,
         _ => {
             return Err(EbpfError::Missing {
-                kind: "hash map",
+                kind: "per-CPU hash map",
                 name: common::MAP_FLOWS.to_owned(),
             });
         }
@@ -1292,6 +1304,53 @@ mod tests {
         let mut c = Collector::new(kernel, Box::new(MemStore::default()), true, None).unwrap();
         assert_eq!(c.collect(1, &OFF).unwrap().flows.len(), 1);
         assert!(c.collect(2, &OFF).unwrap().flows.is_empty());
+    }
+
+    #[test]
+    fn a_flows_copies_on_several_cpus_merge_into_one() {
+        // CPU 1 inserted the flow (the only copy with a first-seen time); CPU 0 and CPU 2 saw
+        // later packets; CPU 3 saw none (its copy was zeroed by the insert).
+        let cpu1 = FlowValue {
+            packets_in: 1,
+            bytes_in: 60,
+            first_seen_ns: 1_000,
+            last_seen_ns: 1_000,
+            syns_in: 1,
+            flags_in: 0x02,
+            ..FlowValue::default()
+        };
+        let cpu0 = FlowValue {
+            packets_out: 2,
+            bytes_out: 120,
+            last_seen_ns: 3_000,
+            flags_out: 0x12,
+            ..FlowValue::default()
+        };
+        let cpu2 = FlowValue {
+            packets_in: 5,
+            bytes_in: 500,
+            last_seen_ns: 2_000,
+            flags_in: 0x10,
+            ..FlowValue::default()
+        };
+        let v = merge_cpus(&[cpu0, cpu1, cpu2, FlowValue::default()]);
+        assert_eq!((v.packets_in, v.bytes_in), (6, 560));
+        assert_eq!((v.packets_out, v.bytes_out), (2, 120));
+        assert_eq!((v.first_seen_ns, v.last_seen_ns), (1_000, 3_000));
+        assert_eq!((v.flags_in, v.flags_out), (0x12, 0x12));
+        assert_eq!((v.syns_in, v.syns_out), (1, 0));
+        // The earliest non-zero first-seen wins whichever CPU comes first.
+        let w = merge_cpus(&[
+            FlowValue {
+                first_seen_ns: 7,
+                ..FlowValue::default()
+            },
+            FlowValue {
+                first_seen_ns: 4,
+                ..FlowValue::default()
+            },
+        ]);
+        assert_eq!(w.first_seen_ns, 4);
     }
 
     #[test]

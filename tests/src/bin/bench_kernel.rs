@@ -14,18 +14,25 @@ use portwatch_tests::{FrameBuilder, L4, Link, PinDir, V4Opts, require_root};
 struct Args {
     repeat: u32,
     rounds: usize,
+    /// Interleaved rounds of the packet-rate comparison.
+    rate_rounds: usize,
     seconds: f64,
     payload: usize,
     skip_rate: bool,
+    /// eBPF objects to compare (`--object PATH`, repeatable): only the per-packet cost of each,
+    /// interleaved, is measured.
+    objects: Vec<String>,
 }
 
 fn parse_args() -> Args {
     let mut a = Args {
         repeat: 2_000_000,
         rounds: 7,
-        seconds: 2.0,
+        rate_rounds: 21,
+        seconds: 1.0,
         payload: 18,
         skip_rate: false,
+        objects: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -33,20 +40,28 @@ fn parse_args() -> Args {
         match arg.as_str() {
             "--repeat" => a.repeat = val().parse().expect("--repeat N"),
             "--rounds" => a.rounds = val().parse().expect("--rounds N"),
+            "--rate-rounds" => a.rate_rounds = val().parse().expect("--rate-rounds N"),
             "--seconds" => a.seconds = val().parse().expect("--seconds S"),
             "--payload" => a.payload = val().parse().expect("--payload BYTES"),
             "--no-rate" => a.skip_rate = true,
+            "--object" => a.objects.push(val()),
             other => panic!(
-                "unknown argument {other}; use --repeat N --rounds N --seconds S --payload B --no-rate"
+                "unknown argument {other}; use --repeat N --rounds N --rate-rounds N --seconds S --payload B --no-rate --object PATH"
             ),
         }
     }
     a
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+fn median(v: Vec<f64>) -> f64 {
+    quantile(v, 0.5)
+}
+
+/// The value at quantile `q` (0..=1) of `v`, nearest rank.
+fn quantile(mut v: Vec<f64>, q: f64) -> f64 {
     v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    let i = ((v.len() - 1) as f64 * q).round() as usize;
+    v[i]
 }
 
 fn main() {
@@ -54,22 +69,18 @@ fn main() {
         std::process::exit(0);
     }
     let args = parse_args();
+    if !args.objects.is_empty() {
+        compare_objects(&args);
+        return;
+    }
     per_packet_cost(&args);
     if !args.skip_rate {
         udp_rate(&args);
     }
 }
 
-/// BPF_PROG_TEST_RUN over representative frames; the program is loaded but not attached.
-fn per_packet_cost(args: &Args) {
-    let pins = PinDir::new("bench").expect("pin dir");
-    let mut b = EbpfBackend::open(EbpfConfig {
-        ifaces: Some(Vec::new()),
-        flow_capacity: 65_536,
-        pin_dir: pins.path.clone(),
-        ..EbpfConfig::default()
-    })
-    .expect("load the eBPF programs");
+/// The frames every per-packet figure is measured on.
+fn bench_frames() -> Vec<(&'static str, Vec<u8>)> {
     let fb = FrameBuilder {
         dst_mac: [2, 0, 0, 0, 0, 1],
         src_mac: [2, 0, 0, 0, 0, 2],
@@ -89,7 +100,7 @@ fn per_packet_cost(args: &Args) {
         flags: 0x18,
         payload: &pl,
     };
-    let frames = [
+    vec![
         ("IPv4 UDP", fb.ipv4(s4, d4, &udp, &V4Opts::default())),
         ("IPv4 TCP", fb.ipv4(s4, d4, &tcp, &V4Opts::default())),
         ("IPv6 UDP", fb.ipv6(s6, d6, &[], &udp)),
@@ -99,7 +110,123 @@ fn per_packet_cost(args: &Args) {
             f.extend_from_slice(&[0u8; 28]);
             f
         }),
-    ];
+    ]
+}
+
+/// `--object A --object B ...`: loads each eBPF object (built variants of portwatch-ebpf, same
+/// map and program names) into its own pin directory and measures their ingress and egress
+/// programs with BPF_PROG_TEST_RUN in rotating order within each round, so that the machine's
+/// speed phases fall on every variant alike. Prints medians and minimums, net of an empty
+/// program measured in the same rounds.
+fn compare_objects(args: &Args) {
+    use portwatch_common as common;
+    use std::os::fd::AsFd;
+    let slots = common::DEFAULT_PORT_SLOTS;
+    let mask = slots - 1;
+    let mut loaded = Vec::new();
+    for path in &args.objects {
+        let pins = PinDir::new("variant").expect("pin dir");
+        let mut ebpf = aya::EbpfLoader::new()
+            .default_map_pin_directory(&pins.path)
+            .map_max_entries(common::MAP_FLOWS, 65_536)
+            .map_max_entries(common::MAP_PORT_TOTALS, slots)
+            .override_global(common::GLOBAL_PORT_SLOT_MASK, &mask, true)
+            .load_file(path)
+            .unwrap_or_else(|e| panic!("loading {path}: {e}"));
+        for prog in [PROG_INGRESS, PROG_EGRESS] {
+            let p: &mut aya::programs::SchedClassifier = ebpf
+                .program_mut(prog)
+                .unwrap_or_else(|| panic!("{path} has no program {prog}"))
+                .try_into()
+                .expect("a classifier");
+            p.load()
+                .unwrap_or_else(|e| panic!("verifier on {path} {prog}: {e:?}"));
+        }
+        loaded.push((path.clone(), pins, ebpf));
+    }
+    let frames = bench_frames();
+    let empty = EmptyProgram::load().expect("load a two-instruction classifier");
+    let n = loaded.len();
+    // results[variant][frame][prog] = runs
+    let mut results = vec![vec![[Vec::new(), Vec::new()]; frames.len()]; n];
+    let mut base = Vec::new();
+    for round in 0..args.rounds {
+        base.push(f64::from(empty.run(&frames[0].1, args.repeat)));
+        for (fi, (_, frame)) in frames.iter().enumerate() {
+            for (pi, prog) in [PROG_INGRESS, PROG_EGRESS].into_iter().enumerate() {
+                for k in 0..n {
+                    let v = (round + fi + k) % n;
+                    let p: &aya::programs::SchedClassifier = loaded[v]
+                        .2
+                        .program(prog)
+                        .expect("loaded above")
+                        .try_into()
+                        .expect("a classifier");
+                    let fd = p.fd().expect("program fd");
+                    let r = portwatch::capture::ebpf::prog_test_run(fd.as_fd(), frame, args.repeat)
+                        .expect("BPF_PROG_TEST_RUN");
+                    assert_eq!(r.retval, -1, "the program passes packets on");
+                    results[v][fi][pi].push(f64::from(r.duration_ns));
+                }
+            }
+        }
+    }
+    let base = median(base);
+    println!(
+        "## Variants (BPF_PROG_TEST_RUN, repeat {}, {} interleaved rounds; empty program {base:.0} ns)",
+        args.repeat, args.rounds
+    );
+    println!();
+    println!(
+        "\"vs first\": the median over rounds of this variant's figure minus the first variant's \
+         in the same round (they ran back to back, in the same speed phase of the machine)."
+    );
+    println!();
+    println!(
+        "| variant | frame | ingress median | egress median | ingress net | egress net | ingress min | egress min | ingress vs first | egress vs first |"
+    );
+    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let min = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
+    for (v, (path, _, _)) in loaded.iter().enumerate() {
+        let name = std::path::Path::new(path)
+            .file_stem()
+            .map_or(path.clone(), |s| s.to_string_lossy().into_owned());
+        for (fi, (frame, _)) in frames.iter().enumerate() {
+            let [i, e] = &results[v][fi];
+            let (mi, me) = (median(i.clone()), median(e.clone()));
+            let vs = |p: usize| -> f64 {
+                median(
+                    results[v][fi][p]
+                        .iter()
+                        .zip(&results[0][fi][p])
+                        .map(|(a, b)| a - b)
+                        .collect(),
+                )
+            };
+            println!(
+                "| {name} | {frame} | {mi:.0} | {me:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:+.0} | {:+.0} |",
+                mi - base,
+                me - base,
+                min(i),
+                min(e),
+                vs(0),
+                vs(1)
+            );
+        }
+    }
+}
+
+/// BPF_PROG_TEST_RUN over representative frames; the program is loaded but not attached.
+fn per_packet_cost(args: &Args) {
+    let pins = PinDir::new("bench").expect("pin dir");
+    let mut b = EbpfBackend::open(EbpfConfig {
+        ifaces: Some(Vec::new()),
+        flow_capacity: 65_536,
+        pin_dir: pins.path.clone(),
+        ..EbpfConfig::default()
+    })
+    .expect("load the eBPF programs");
+    let frames = bench_frames();
     // What BPF_PROG_TEST_RUN's loop costs by itself: a program that only returns.
     let empty = EmptyProgram::load().expect("load a two-instruction classifier");
     let base = median(
@@ -373,7 +500,7 @@ fn udp_rate(args: &Args) {
             }
         }
     };
-    for round in 0..args.rounds {
+    for round in 0..args.rate_rounds {
         // The order rotates from round to round, so that no configuration always runs first
         // (or always right after another one).
         let mut got = [None; 3];
@@ -399,18 +526,17 @@ fn udp_rate(args: &Args) {
     let col = |i: usize, f: RateField| -> Vec<f64> { rounds.iter().map(|r| f(&r[i])).collect() };
     // Each round runs the three back to back: per-round ratios cancel the host's slow drifts,
     // which a ratio of medians does not.
-    let paired = |i: usize, j: usize, f: RateField| -> f64 {
-        median(
-            col(i, f)
-                .iter()
-                .zip(col(j, f))
-                .map(|(a, b)| a / b)
-                .collect(),
-        )
+    let ratios = |i: usize, j: usize, f: RateField| -> Vec<f64> {
+        col(i, f)
+            .iter()
+            .zip(col(j, f))
+            .map(|(a, b)| a / b)
+            .collect()
     };
+    let paired = |i: usize, j: usize, f: RateField| -> f64 { median(ratios(i, j, f)) };
     println!(
         "## UDP rate, {}-byte payloads, namespace b -> a over veth ({} interleaved rounds of {} s, medians)",
-        args.payload, args.rounds, args.seconds
+        args.payload, args.rate_rounds, args.seconds
     );
     println!();
     println!(
@@ -430,6 +556,26 @@ fn udp_rate(args: &Args) {
             median(col(2, f)),
             paired(2, 0, f),
             paired(2, 1, f),
+        );
+    }
+    println!();
+    println!(
+        "Spread of the per-round ratios portwatch / nothing over all {} rounds (none left out): \
+         quartiles and extremes.",
+        rounds.len()
+    );
+    println!();
+    println!("| | min | 25% | median | 75% | max |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    for (name, f) in rows {
+        let r = ratios(2, 0, f);
+        println!(
+            "| {name} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
+            quantile(r.clone(), 0.0),
+            quantile(r.clone(), 0.25),
+            quantile(r.clone(), 0.5),
+            quantile(r.clone(), 0.75),
+            quantile(r, 1.0)
         );
     }
     let extra: Vec<f64> = rounds.iter().map(|r| r[2].cpu_ns - r[0].cpu_ns).collect();

@@ -127,20 +127,25 @@ pub(crate) fn map_next_key<K: Copy + Default>(
 }
 
 /// Looks `key` up and deletes it in one step (`BPF_MAP_LOOKUP_AND_DELETE_ELEM`, hash maps
-/// since Linux 5.14); `Ok(None)` when the key is gone.
-pub(crate) fn map_lookup_and_delete<K, V: Copy + Default>(
+/// since Linux 5.14) on a per-CPU hash map: the kernel returns every possible CPU's value (`cpus` of them, each `size_of::<V>()` rounded up to 8 bytes) and deletes the entry.
+/// `Ok(None)` when the key is gone.
+pub(crate) fn map_lookup_and_delete_percpu<K, V: Copy + Default>(
     fd: BorrowedFd<'_>,
     key: &K,
-) -> io::Result<Option<V>> {
-    let mut value = V::default();
+    cpus: usize,
+) -> io::Result<Option<Vec<V>>> {
+    // The kernel writes each CPU's value at a stride of the size rounded up to 8 bytes; a V
+    // whose size is a multiple of 8 makes that stride its own, so a Vec<V> is the buffer.
+    const { assert!(size_of::<V>().is_multiple_of(8)) };
+    let mut values = vec![V::default(); cpus];
     let mut attr = MapElemAttr {
         map_fd: fd.as_raw_fd() as u32,
         key: std::ptr::from_ref(key) as u64,
-        value_or_next_key: std::ptr::from_mut(&mut value) as u64,
+        value_or_next_key: values.as_mut_ptr() as u64,
         ..MapElemAttr::default()
     };
     match sys_bpf(BPF_MAP_LOOKUP_AND_DELETE_ELEM, &mut attr) {
-        Ok(_) => Ok(Some(value)),
+        Ok(_) => Ok(Some(values)),
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
         Err(e) => Err(e),
     }
