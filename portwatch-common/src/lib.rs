@@ -175,7 +175,10 @@ pub struct FlowValue {
     /// Kernel monotonic time (CLOCK_MONOTONIC, coarse) of the flow's first packet; set only in
     /// the copy of the CPU that inserted the entry, 0 in the others.
     pub first_seen_ns: u64,
-    /// Kernel monotonic time of this CPU's latest packet of the flow (0: none).
+    /// Kernel monotonic time (coarse) of this CPU's latest packet of the flow (0: none). The
+    /// program reads the clock only when the tick changed since this CPU's previous packet of
+    /// the flow ([`FlowValue::last_tick`]); the coarse clock only moves at ticks, so the value
+    /// is the one a read at the latest packet would give.
     pub last_seen_ns: u64,
     /// TCP SYN-without-ACK packets remote -> local.
     pub syns_in: u32,
@@ -186,7 +189,10 @@ pub struct FlowValue {
     /// TCP flags seen local -> remote.
     pub flags_out: u8,
     /// Explicit padding, always zero.
-    pub _pad: [u8; 6],
+    pub _pad: [u8; 2],
+    /// Low 32 bits of `jiffies` at this CPU's latest packet of the flow (kernel-internal: when
+    /// it changes, the program reads the clock into `last_seen_ns`; userspace ignores it).
+    pub last_tick: u32,
 }
 
 impl FlowValue {
@@ -343,6 +349,7 @@ mod tests {
         assert_eq!(offset_of!(FlowKey, family), 37);
         assert_eq!(offset_of!(FlowValue, syns_in), 48);
         assert_eq!(offset_of!(FlowValue, flags_in), 56);
+        assert_eq!(offset_of!(FlowValue, last_tick), 60);
         // Counter indices are distinct and inside the array.
         let all = [
             CNT_PACKETS,

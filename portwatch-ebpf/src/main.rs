@@ -13,7 +13,7 @@ use core::mem::size_of;
 use aya_ebpf::{
     Global,
     bindings::{__sk_buff, BPF_NOEXIST, TC_ACT_UNSPEC},
-    helpers::{bpf_ktime_get_coarse_ns, bpf_skb_load_bytes},
+    helpers::{bpf_jiffies64, bpf_ktime_get_coarse_ns, bpf_skb_load_bytes},
     macros::{classifier, map},
     maps::{PerCpuArray, PerCpuHashMap},
     programs::TcContext,
@@ -216,27 +216,36 @@ fn add_counters(v: &mut PortCounters, inc: &PortCounters) {
 }
 
 /// Adds the packet to this CPU's copy of its flow, inserting the flow when new.
+///
+/// The time is read in two steps: `bpf_jiffies64` (which the verifier inlines into one load on
+/// x86-64) on every packet, and the coarse monotonic clock (a helper call) only when the tick
+/// differs from this CPU's previous packet of the flow. The coarse clock only moves at ticks,
+/// so `last_seen_ns` is what reading it at every packet would give, at most a few times per
+/// tick instead of on every packet.
 #[inline(always)]
 fn count_flow<const INGRESS: bool>(key: &FlowKey, bytes: u64, flags: u8, syn: bool) {
     // SAFETY: helper without arguments.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let tick = unsafe { bpf_jiffies64() } as u32;
     if let Some(v) = FLOWS.get_ptr_mut(key) {
-        update_flow::<INGRESS>(v, bytes, flags, syn, now);
+        update_flow::<INGRESS>(v, bytes, flags, syn, tick);
         return;
     }
-    new_flow::<INGRESS>(key, bytes, u16::from(flags) | (u16::from(syn) << 8), now);
+    new_flow::<INGRESS>(key, bytes, u16::from(flags) | (u16::from(syn) << 8), tick);
 }
 
 /// The rare path, out of line: first packet of a flow. `flags_syn` is the TCP flag byte, plus
 /// 0x100 for a SYN without ACK (a BPF function takes at most five arguments). The insert sets
 /// this CPU's copy and zeroes the others; only this copy carries `first_seen_ns`.
 #[inline(never)]
-fn new_flow<const INGRESS: bool>(key: &FlowKey, bytes: u64, flags_syn: u16, now: u64) {
+fn new_flow<const INGRESS: bool>(key: &FlowKey, bytes: u64, flags_syn: u16, tick: u32) {
     let flags = flags_syn as u8;
     let syn = flags_syn & 0x100 != 0;
+    // SAFETY: helper without arguments.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     let mut init = FlowValue {
         first_seen_ns: now,
         last_seen_ns: now,
+        last_tick: tick,
         ..FlowValue::default()
     };
     if INGRESS {
@@ -253,7 +262,7 @@ fn new_flow<const INGRESS: bool>(key: &FlowKey, bytes: u64, flags_syn: u16, now:
     match FLOWS.insert(key, &init, u64::from(BPF_NOEXIST)) {
         Ok(()) => {}
         Err(e) if e == -EEXIST => match FLOWS.get_ptr_mut(key) {
-            Some(v) => update_flow::<INGRESS>(v, bytes, flags, syn, now),
+            Some(v) => update_flow::<INGRESS>(v, bytes, flags, syn, tick),
             None => bump(CNT_FLOW_ERR),
         },
         Err(e) if e == -E2BIG => bump(CNT_FLOW_FULL),
@@ -262,7 +271,13 @@ fn new_flow<const INGRESS: bool>(key: &FlowKey, bytes: u64, flags_syn: u16, now:
 }
 
 #[inline(always)]
-fn update_flow<const INGRESS: bool>(v: *mut FlowValue, bytes: u64, flags: u8, syn: bool, now: u64) {
+fn update_flow<const INGRESS: bool>(
+    v: *mut FlowValue,
+    bytes: u64,
+    flags: u8,
+    syn: bool,
+    tick: u32,
+) {
     // SAFETY: `v` points at this CPU's copy of a live entry; programs do not nest on one CPU,
     // so nothing else writes it meanwhile (userspace only reads it when draining).
     let v = unsafe { &mut *v };
@@ -277,8 +292,13 @@ fn update_flow<const INGRESS: bool>(v: *mut FlowValue, bytes: u64, flags: u8, sy
         v.flags_out |= flags;
         v.syns_out += u32::from(syn);
     }
-    // One CPU reads a monotonic clock: its own readings never go back.
-    v.last_seen_ns = now;
+    // A copy zeroed by another CPU's insert has tick 0 and no time: read the clock too.
+    if v.last_tick != tick || v.last_seen_ns == 0 {
+        v.last_tick = tick;
+        // SAFETY: helper without arguments. One CPU reads a monotonic clock: its own readings
+        // never go back.
+        v.last_seen_ns = unsafe { bpf_ktime_get_coarse_ns() };
+    }
 }
 
 /// `skb->data`, read afresh: a volatile load keeps LLVM from caching the 32-bit field across

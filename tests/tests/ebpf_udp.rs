@@ -130,3 +130,55 @@ fn udp_over_ipv4_and_ipv6_is_counted_exactly() {
     );
     assert_eq!(s3.start, 2, "continues after the last interval handed out");
 }
+
+/// Unix time now, in ns.
+fn unix_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+#[test]
+fn flow_first_and_last_seen_bracket_the_traffic() {
+    if !require_root("flow_first_and_last_seen_bracket_the_traffic") {
+        return;
+    }
+    // The kernel reads a coarse clock (one tick, at most 10 ms, behind the precise one) and
+    // refreshes last seen when the tick changes: allow two ticks of slack.
+    const SLACK: u64 = 20_000_000;
+    const GAP: Duration = Duration::from_millis(150);
+    let link = Link::new().expect("namespaces and veth");
+    let pins = PinDir::new("udptime").expect("pin dir");
+    let cfg = config(&link, &pins);
+    let a4 = link.a_v4;
+    let (mut backend, rx) = link.a.run(move || {
+        let b = EbpfBackend::open(cfg).expect("open the eBPF backend");
+        (b, UdpSocket::bind((a4, 7003)).unwrap())
+    });
+    let t0 = unix_ns();
+    send_and_receive(&link, &rx, link.b_v4.into(), 40003, (a4, 7003).into(), 3);
+    let t1 = unix_ns();
+    // Not a synchronisation: time has to pass between the two bursts for last seen to move.
+    std::thread::sleep(GAP);
+    let t2 = unix_ns();
+    send_and_receive(&link, &rx, link.b_v4.into(), 40003, (a4, 7003).into(), 3);
+    let t3 = unix_ns();
+    let s = backend.collect(1).expect("collect");
+    let f = s
+        .flows
+        .iter()
+        .find(|f| f.key.transport == Transport::Udp && f.key.local.port == 7003)
+        .expect("flow recorded");
+    assert_eq!(f.stats.inbound.packets, 6);
+    let (first, last) = (f.stats.first_seen, f.stats.last_seen);
+    assert!(
+        first + SLACK >= t0 && first <= t1,
+        "first seen {first} outside the first burst [{t0}, {t1}]"
+    );
+    assert!(
+        last + SLACK >= t2 && last <= t3,
+        "last seen {last} outside the second burst [{t2}, {t3}]"
+    );
+    backend.close().expect("close");
+}

@@ -86,6 +86,12 @@ pub use sys::TestRun;
 /// The eBPF object built by build.rs (empty when built without the eBPF toolchain).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/portwatch"));
 
+/// The embedded eBPF object (empty when built without the eBPF toolchain). The kernel benchmark
+/// loads it to attach and detach the programs between rate runs without reloading them.
+pub fn object() -> &'static [u8] {
+    OBJECT
+}
+
 /// The capabilities the backend needs, as printed in permission errors.
 pub const NEEDED_CAPS: &str = "CAP_BPF and CAP_NET_ADMIN";
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use aya::programs::TcAttachType;
 use portwatch::capture::ebpf::{EbpfBackend, EbpfConfig};
 use portwatch_common::{PROG_EGRESS, PROG_INGRESS};
 use portwatch_tests::{FrameBuilder, L4, Link, PinDir, V4Opts, require_root};
@@ -442,6 +443,32 @@ fn pin_cpu(cpu: usize) {
     }
 }
 
+/// portwatch's embedded object loaded as the agent loads it (default table sizes), programs
+/// verified, nothing attached.
+fn load_portwatch(pins: &PinDir) -> aya::Ebpf {
+    use portwatch_common as common;
+    let slots = common::DEFAULT_PORT_SLOTS;
+    let mask = slots - 1;
+    let mut ebpf = aya::EbpfLoader::new()
+        .default_map_pin_directory(&pins.path)
+        .map_max_entries(common::MAP_FLOWS, common::DEFAULT_FLOW_CAPACITY)
+        .map_max_entries(common::MAP_PORT_TOTALS, slots)
+        .override_global(common::GLOBAL_PORT_SLOT_MASK, &mask, true)
+        .load(portwatch::capture::ebpf::object())
+        .expect("load portwatch's eBPF object");
+    for prog in [PROG_INGRESS, PROG_EGRESS] {
+        classifier(&mut ebpf, prog).load().expect("verifier");
+    }
+    ebpf
+}
+
+fn classifier<'a>(ebpf: &'a mut aya::Ebpf, name: &str) -> &'a mut aya::programs::SchedClassifier {
+    ebpf.program_mut(name)
+        .unwrap_or_else(|| panic!("no program {name}"))
+        .try_into()
+        .expect("a classifier")
+}
+
 /// Interleaved runs on a's veth: nothing attached; a one-instruction classic BPF filter on the
 /// clsact ingress hook (what any TC observer pays before its program does anything); and
 /// portwatch's programs (TCX ingress and egress).
@@ -454,11 +481,15 @@ fn udp_rate(args: &Args) {
         s
     }));
     let pins = PinDir::new("benchrate").expect("pin dir");
+    // portwatch's programs, loaded (and verified) once, with their maps pinned as the agent pins
+    // them: each portwatch run attaches them with TCX on a's ingress and egress, as the agent
+    // does, and detaches them afterwards, so the runs follow each other closely.
+    let mut loaded = Some(load_portwatch(&pins));
     // Warm-up (ARP, caches).
     blast(&link, &rx, 0.3, args.payload);
     let mut rounds: Vec<[Rate; 3]> = Vec::new();
     // One configuration's run: 0 nothing, 1 the trivial filter, 2 portwatch.
-    let run = |which: usize| -> Rate {
+    let mut run = |which: usize| -> Rate {
         match which {
             0 => blast(&link, &rx, args.seconds, args.payload),
             1 => {
@@ -487,15 +518,31 @@ fn udp_rate(args: &Args) {
                 r
             }
             _ => {
-                let cfg = EbpfConfig {
-                    ifaces: Some(vec![link.a_if.clone()]),
-                    flow_capacity: 65_536,
-                    pin_dir: pins.path.clone(),
-                    ..EbpfConfig::default()
+                let (ebpf, ids) = {
+                    let ebpf = loaded.take().expect("portwatch is loaded");
+                    let ifname = link.a_if.clone();
+                    link.a.run(move || {
+                        let mut ebpf = ebpf;
+                        let ids = [
+                            (PROG_INGRESS, TcAttachType::Ingress),
+                            (PROG_EGRESS, TcAttachType::Egress),
+                        ]
+                        .map(|(name, hook)| classifier(&mut ebpf, name).attach(&ifname, hook));
+                        (ebpf, ids)
+                    })
                 };
-                let b = link.a.run(move || EbpfBackend::open(cfg).expect("attach"));
+                let ids = ids.map(|r| r.expect("attach portwatch"));
                 let r = blast(&link, &rx, args.seconds, args.payload);
-                b.close().expect("detach");
+                let ebpf = link.a.run(move || {
+                    let mut ebpf = ebpf;
+                    for (name, id) in [PROG_INGRESS, PROG_EGRESS].into_iter().zip(ids) {
+                        classifier(&mut ebpf, name)
+                            .detach(id)
+                            .expect("detach portwatch");
+                    }
+                    ebpf
+                });
+                loaded = Some(ebpf);
                 r
             }
         }

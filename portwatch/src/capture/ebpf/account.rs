@@ -264,7 +264,8 @@ mod tests {
             syns_out: 2,
             flags_in: 0x02 | 0x10,
             flags_out: 0x12,
-            _pad: [0; 6],
+            _pad: [0; 2],
+            last_tick: 77,
         };
         let r = Reading {
             flows: vec![(k, v)],
