@@ -787,10 +787,18 @@ impl FlowTable {
         self.entries.clear();
         self.index.fill(0);
         // Sorted by FlowKey's order, through integer keys (comparing FlowKeys walks enums).
-        let mut keyed: Vec<(FlowOrder, FlowRecord)> =
-            flows.into_iter().map(|f| (flow_order(&f.key), f)).collect();
+        // The sort moves (key, position) pairs, not the records (a third of the bytes); every
+        // held flow has its own key, so the order is total.
+        let mut keyed: Vec<(FlowOrder, u32)> = flows
+            .iter()
+            .zip(0u32..)
+            .map(|(f, i)| (flow_order(&f.key), i))
+            .collect();
         keyed.sort_unstable_by_key(|x| x.0);
-        let flows: Vec<FlowRecord> = keyed.into_iter().map(|(_, f)| f).collect();
+        let flows: Vec<FlowRecord> = keyed
+            .iter()
+            .filter_map(|(_, i)| flows.get(*i as usize).copied())
+            .collect();
         let mut ports: Vec<(u64, PortCounts)> = self.ports.drain().collect();
         ports.sort_unstable_by_key(|(k, _)| *k);
         let ports: Vec<PortTotal> = ports
