@@ -3,10 +3,11 @@
 //! migrations, retention and crash safety (WAL, one transaction per interval). It never reads
 //! the clock (times come in as arguments) and never classifies (findings come in ready-made).
 mod history;
+mod packed;
 mod schema;
 mod sink;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -239,6 +240,9 @@ struct BucketKeys {
     keys: HashSet<FlowKey, foldhash::fast::RandomState>,
 }
 
+/// A per-port total's key: transport, port, side, direction.
+type PortKey = (Transport, u16, Side, Direction);
+
 fn i(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
@@ -389,6 +393,7 @@ impl Store {
             let path = path.clone();
             move |source| StoreError::Sql { path, what, source }
         };
+        let (packed_ports, port_rows) = packed::encode(&s.ports);
         let tx = self
             .conn
             .transaction()
@@ -419,7 +424,7 @@ impl Store {
                 i(h.non_ip),
                 i(h.capture_drops),
                 i(rec.collect_errors),
-                s.ports.len() as i64,
+                port_rows as i64,
                 s.flows.len() as i64,
                 rec.findings.len() as i64,
             ],
@@ -427,45 +432,11 @@ impl Store {
         .map_err(err("writing the interval"))?;
         let id = tx.last_insert_rowid();
 
-        {
-            let mut ins = tx
-                .prepare_cached(
-                    "INSERT INTO port_totals (interval_id, transport, port, side, dir, packets,
-                         segments, bytes, syn, synack, fin, rst)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
-                     ON CONFLICT (interval_id, transport, port, side, dir) DO UPDATE SET
-                         packets = packets + excluded.packets,
-                         segments = segments + excluded.segments,
-                         bytes = bytes + excluded.bytes,
-                         syn = syn + excluded.syn, synack = synack + excluded.synack,
-                         fin = fin + excluded.fin, rst = rst + excluded.rst",
-                )
-                .map_err(err("preparing the port totals"))?;
-            for p in &s.ports {
-                let c = &p.counts;
-                let key = (
-                    i64::from(p.transport.proto()),
-                    i64::from(p.port),
-                    side_str(p.side),
-                    dir_str(p.dir),
-                );
-                ins.execute(params![
-                    id,
-                    key.0,
-                    key.1,
-                    key.2,
-                    key.3,
-                    i(c.packets),
-                    i(c.segments),
-                    i(c.bytes),
-                    i(c.syn),
-                    i(c.synack),
-                    i(c.fin),
-                    i(c.rst)
-                ])
-                .map_err(err("writing a port total"))?;
-            }
-        }
+        tx.execute(
+            "INSERT INTO port_blobs (interval_id, totals) VALUES (?1, ?2)",
+            params![id, packed_ports],
+        )
+        .map_err(err("writing the port totals"))?;
 
         // Flow detail, merged into the bucket holding the interval's end: a bucket then never
         // ends before an interval it holds flows of, so retention and `window` treat both alike.
@@ -663,6 +634,26 @@ impl Store {
     /// Deletes intervals that ended at or before `before` and flow buckets that ended by then.
     /// First and last seen summaries per port and per entry are kept.
     pub fn prune(&mut self, before: UnixNanos) -> Result<Pruned, StoreError> {
+        // What the packed intervals about to go saw, per port (folded in below).
+        let mut fold: BTreeMap<PortKey, (u64, u64, u64, u64)> = BTreeMap::new();
+        self.each_packed(
+            "SELECT i.start_ns, i.end_ns, b.totals
+             FROM port_blobs b JOIN intervals i ON i.id = b.interval_id
+             WHERE i.end_ns <= ?1 AND i.seen_folded = 0",
+            i(before),
+            |start, end, p| {
+                if p.counts.packets == 0 {
+                    return;
+                }
+                let e = fold
+                    .entry((p.transport, p.port, p.side, p.dir))
+                    .or_insert((start, end, 0, 0));
+                e.0 = e.0.min(start);
+                e.1 = e.1.max(end);
+                e.2 = e.2.saturating_add(p.counts.packets);
+                e.3 = e.3.saturating_add(p.counts.bytes);
+            },
+        )?;
         let path = self.path.clone();
         let err = |what: &'static str| {
             let path = path.clone();
@@ -689,6 +680,33 @@ impl Store {
             [i(before)],
         )
         .map_err(err("folding old intervals into the port summaries"))?;
+        {
+            let mut up = tx
+                .prepare(
+                    "INSERT INTO port_seen (transport, port, side, dir, first_seen, last_seen,
+                         packets, bytes)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                     ON CONFLICT (transport, port, side, dir) DO UPDATE SET
+                         first_seen = MIN(first_seen, excluded.first_seen),
+                         last_seen = MAX(last_seen, excluded.last_seen),
+                         packets = packets + excluded.packets,
+                         bytes = bytes + excluded.bytes",
+                )
+                .map_err(err("preparing the port summaries"))?;
+            for ((t, port, side, dir), (first, last, packets, bytes)) in fold {
+                up.execute(params![
+                    i64::from(t.proto()),
+                    i64::from(port),
+                    side_str(side),
+                    dir_str(dir),
+                    i(first),
+                    i(last),
+                    i(packets),
+                    i(bytes)
+                ])
+                .map_err(err("folding old intervals into the port summaries"))?;
+            }
+        }
         let intervals = tx
             .execute("DELETE FROM intervals WHERE end_ns <= ?1", [i(before)])
             .map_err(err("deleting old intervals"))?;
@@ -773,11 +791,13 @@ impl Store {
                 ))
             })
             .map_err(|e| self.sql("reading port summaries", e))?;
-        let mut out = Vec::new();
+        // Keyed in the order the query sorts by (protocol number, port, local < remote,
+        // in < out).
+        let mut out: BTreeMap<(u8, u16, Side, Direction), PortSeen> = BTreeMap::new();
         for row in rows {
             let (t, port, side, dir, first, last, packets, bytes) =
                 row.map_err(|e| self.sql("reading port summaries", e))?;
-            out.push(PortSeen {
+            let p = PortSeen {
                 transport: self.transport(t)?,
                 port: self.port(port)?,
                 side: self.side(&side)?,
@@ -786,9 +806,40 @@ impl Store {
                 last_seen: u(last),
                 packets: u(packets),
                 bytes: u(bytes),
-            });
+            };
+            out.insert((p.transport.proto(), p.port, p.side, p.dir), p);
         }
-        Ok(out)
+        drop(st);
+        // Unfolded intervals written packed.
+        self.each_packed(
+            "SELECT i.start_ns, i.end_ns, b.totals
+             FROM port_blobs b JOIN intervals i ON i.id = b.interval_id
+             WHERE i.seen_folded = ?1",
+            0,
+            |start, end, p| {
+                if p.counts.packets == 0 {
+                    return;
+                }
+                out.entry((p.transport.proto(), p.port, p.side, p.dir))
+                    .and_modify(|s| {
+                        s.first_seen = s.first_seen.min(start);
+                        s.last_seen = s.last_seen.max(end);
+                        s.packets = s.packets.saturating_add(p.counts.packets);
+                        s.bytes = s.bytes.saturating_add(p.counts.bytes);
+                    })
+                    .or_insert(PortSeen {
+                        transport: p.transport,
+                        port: p.port,
+                        side: p.side,
+                        dir: p.dir,
+                        first_seen: start,
+                        last_seen: end,
+                        packets: p.counts.packets,
+                        bytes: p.counts.bytes,
+                    });
+            },
+        )?;
+        Ok(out.into_values().collect())
     }
 
     /// Everything stored since `since`, merged into one window of at most `flow_capacity`
@@ -853,8 +904,9 @@ impl Store {
         w.nodes = nodes.into_iter().collect();
         w.backends = backends.into_iter().collect();
 
-        // Per-port totals.
+        // Per-port totals: rows of intervals written before they were packed, then the blobs.
         {
+            let mut sums: BTreeMap<(Transport, u16, Side, Direction), PortCounts> = BTreeMap::new();
             let mut st = self
                 .conn
                 .prepare(
@@ -862,8 +914,7 @@ impl Store {
                          SUM(p.bytes), SUM(p.syn), SUM(p.synack), SUM(p.fin), SUM(p.rst)
                      FROM port_totals p JOIN intervals i ON i.id = p.interval_id
                      WHERE i.end_ns > ?1
-                     GROUP BY p.transport, p.port, p.side, p.dir
-                     ORDER BY p.transport, p.port, p.side, p.dir",
+                     GROUP BY p.transport, p.port, p.side, p.dir",
                 )
                 .map_err(q("reading port totals"))?;
             let mut rows = st.query([i(since)]).map_err(q("reading port totals"))?;
@@ -875,25 +926,43 @@ impl Store {
                     .map(|k| g(k).map(u))
                     .collect::<Result<Vec<u64>, _>>()
                     .map_err(q("reading port totals"))?;
-                w.snapshot.ports.push(PortTotal {
-                    transport: self.transport(g(0).map_err(q("reading port totals"))?)?,
-                    port: self.port(g(1).map_err(q("reading port totals"))?)?,
-                    side: self.side(&side)?,
-                    dir: self.dir(&dir)?,
-                    counts: PortCounts {
-                        packets: v[0],
-                        segments: v[1],
-                        bytes: v[2],
-                        syn: v[3],
-                        synack: v[4],
-                        fin: v[5],
-                        rst: v[6],
-                    },
+                let key = (
+                    self.transport(g(0).map_err(q("reading port totals"))?)?,
+                    self.port(g(1).map_err(q("reading port totals"))?)?,
+                    self.side(&side)?,
+                    self.dir(&dir)?,
+                );
+                sums.entry(key).or_default().add(&PortCounts {
+                    packets: v[0],
+                    segments: v[1],
+                    bytes: v[2],
+                    syn: v[3],
+                    synack: v[4],
+                    fin: v[5],
+                    rst: v[6],
                 });
             }
-            w.snapshot
-                .ports
-                .sort_by_key(|p| (p.transport, p.port, p.side, p.dir));
+            self.each_packed(
+                "SELECT i.start_ns, i.end_ns, b.totals
+                 FROM port_blobs b JOIN intervals i ON i.id = b.interval_id
+                 WHERE i.end_ns > ?1",
+                i(since),
+                |_, _, p| {
+                    sums.entry((p.transport, p.port, p.side, p.dir))
+                        .or_default()
+                        .add(&p.counts);
+                },
+            )?;
+            w.snapshot.ports = sums
+                .into_iter()
+                .map(|((transport, port, side, dir), counts)| PortTotal {
+                    transport,
+                    port,
+                    side,
+                    dir,
+                    counts,
+                })
+                .collect();
         }
 
         // Flow detail, merged across buckets, bounded.
@@ -1025,6 +1094,36 @@ impl Store {
             }
         }
         Ok(w)
+    }
+
+    /// Runs `sql` (one parameter; columns: start_ns, end_ns, a packed per-port blob) and calls
+    /// `each` with the interval's bounds for every total in every blob.
+    fn each_packed(
+        &self,
+        sql: &str,
+        param: i64,
+        mut each: impl FnMut(UnixNanos, UnixNanos, PortTotal),
+    ) -> Result<(), StoreError> {
+        let q = |e| self.sql("reading packed port totals", e);
+        let mut st = self.conn.prepare(sql).map_err(q)?;
+        let mut rows = st.query([param]).map_err(q)?;
+        while let Some(r) = rows.next().map_err(q)? {
+            let start = u(r.get::<_, i64>(0).map_err(q)?);
+            let end = u(r.get::<_, i64>(1).map_err(q)?);
+            let blob = r
+                .get_ref(2)
+                .map_err(q)?
+                .as_blob()
+                .map_err(|e| q(e.into()))?;
+            packed::decode(blob, |p| each(start, end, p)).map_err(|m| {
+                self.corrupt(
+                    "port_blobs.totals",
+                    "packed per-port totals",
+                    format!("{} at byte {} of {}", m.what, m.at, blob.len()),
+                )
+            })?;
+        }
+        Ok(())
     }
 
     fn corrupt(&self, column: &'static str, expected: &'static str, found: String) -> StoreError {

@@ -174,6 +174,19 @@ ALTER TABLE intervals ADD COLUMN seen_folded INTEGER NOT NULL DEFAULT 1;
 CREATE INDEX intervals_unfolded ON intervals(seen_folded) WHERE seen_folded = 0;
 "#,
     },
+    Migration {
+        version: 5,
+        description: "an interval's per-port totals packed into one row",
+        sql: r#"
+-- Every per-port total of an interval in one BLOB (store/packed.rs): under a flood a total is
+-- kept per remote port, and a row per port and interval was most of the history's cost.
+-- Intervals written before stay in port_totals; readers take both.
+CREATE TABLE port_blobs (
+    interval_id INTEGER PRIMARY KEY REFERENCES intervals(id) ON DELETE CASCADE,
+    totals      BLOB NOT NULL
+);
+"#,
+    },
 ];
 
 /// The schema version this build writes.

@@ -542,13 +542,27 @@ fn assert_whole(path: &Path) -> u64 {
              FROM intervals i",
         )
         .unwrap();
-    let rows: Vec<(i64, i64, i64, i64, i64)> = st
+    let mut rows: Vec<(i64, i64, i64, i64, i64)> = st
         .query_map([], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
         })
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
+    // Packed intervals: their blob holds the per-port totals.
+    for row in &mut rows {
+        let blob: Option<Vec<u8>> = c
+            .query_row(
+                "SELECT totals FROM port_blobs WHERE interval_id = ?1",
+                [row.0],
+                |r| r.get(0),
+            )
+            .optional()
+            .unwrap();
+        if let Some(b) = blob {
+            row.3 += super::packed::decode(&b, |_| {}).unwrap() as i64;
+        }
+    }
     for (id, ports, findings, have_ports, have_findings) in &rows {
         assert_eq!(ports, have_ports, "interval {id}: port rows");
         assert_eq!(findings, have_findings, "interval {id}: finding rows");
@@ -815,4 +829,96 @@ fn the_bucket_keys_kept_in_memory_agree_with_the_database() {
         &[],
     );
     assert_eq!((r.flows_kept, r.flows_dropped), (1, 1));
+}
+
+#[test]
+fn a_version_4_database_keeps_its_per_port_rows_readable_next_to_packed_intervals() {
+    let (_d, path) = temp_db();
+    {
+        // A version-4 history: per-port rows, the interval not yet folded into port_seen.
+        let st = Store::open_at(&path, StoreOptions::default(), 4).unwrap();
+        st.conn
+            .execute_batch(&format!(
+                "INSERT INTO meta VALUES ('history_start', {T0});
+                 INSERT INTO intervals (id, start_ns, end_ns, node, backend, packets_seen,
+                     flow_table_full, flow_update_errors, port_table_full, malformed, truncated,
+                     non_ip, capture_drops, collect_errors, port_rows, flows, flows_dropped,
+                     finding_rows, seen_folded)
+                 VALUES (1, {T0}, {}, 'old-node', 'ebpf', 7, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0,
+                     0);
+                 INSERT INTO port_totals VALUES (1, 6, 443, 'local', 'in', 7, 7, 700, 1, 0, 0, 0);
+                 INSERT INTO port_totals VALUES (1, 6, 50000, 'remote', 'in', 7, 7, 700, 1, 0, 0,
+                     0);",
+                T0 + 60 * S,
+            ))
+            .unwrap();
+    }
+    let mut st = Store::open(&path).unwrap();
+    assert_eq!(st.schema_version().unwrap(), schema::latest());
+    // A packed interval next to it (same ports: 5 packets each side).
+    record(
+        &mut st,
+        &snapshot(
+            T0 + 60 * S,
+            T0 + 120 * S,
+            vec![flow(v4(2), 50000, 443, 5, T0 + 61 * S, T0 + 61 * S)],
+        ),
+        &[],
+    );
+    let blobs: i64 = st
+        .conn
+        .query_row("SELECT COUNT(*) FROM port_blobs", [], |r| r.get(0))
+        .unwrap();
+    let rows: i64 = st
+        .conn
+        .query_row("SELECT COUNT(*) FROM port_totals", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(
+        (blobs, rows),
+        (1, 2),
+        "the new interval wrote one packed row"
+    );
+    assert_eq!(assert_whole(&path), 2);
+
+    let w = st.window(0, 100).unwrap();
+    let packets: Vec<(u16, Side, u64)> = w
+        .snapshot
+        .ports
+        .iter()
+        .map(|p| (p.port, p.side, p.counts.packets))
+        .collect();
+    assert_eq!(
+        packets,
+        vec![(443, Side::Local, 12), (50000, Side::Remote, 12)]
+    );
+    // Only the packed interval is inside a window starting after the old one.
+    let later = st.window(T0 + 60 * S, 100).unwrap();
+    assert_eq!(later.snapshot.ports[0].counts.packets, 5);
+    assert_eq!(later.snapshot.ports[0].counts.bytes, 500);
+
+    let seen = st.ports_seen().unwrap();
+    let expect = |first, last, packets| {
+        seen.iter()
+            .filter(|p| p.packets == packets && p.first_seen == first && p.last_seen == last)
+            .count()
+    };
+    assert_eq!(expect(T0, T0 + 120 * S, 12), 2, "{seen:?}");
+    // Pruning both folds rows and blobs once each; the summaries read the same.
+    assert_eq!(st.prune(T0 + HOUR).unwrap().intervals, 2);
+    assert_eq!(st.ports_seen().unwrap(), seen);
+    assert_eq!(st.window(0, 100).unwrap().snapshot.ports, vec![]);
+    // A damaged blob is named, not misread.
+    record(
+        &mut st,
+        &snapshot(T0 + HOUR, T0 + HOUR + 60 * S, vec![]),
+        &[],
+    );
+    st.conn
+        .execute("UPDATE port_blobs SET totals = x'0106bb01'", [])
+        .unwrap();
+    let e = st.window(0, 100).unwrap_err().to_string();
+    assert!(
+        e.contains("port_blobs.totals") && e.contains("truncated"),
+        "{e}"
+    );
 }
