@@ -155,10 +155,51 @@ enum GroupKey {
     },
 }
 
+/// The service ports a group saw, ascending. Nearly every group sees one, which needs no
+/// allocation (a flood of distinct port pairs makes a group per flow).
+#[derive(Debug, Default)]
+enum GroupPorts {
+    #[default]
+    None,
+    One(u16),
+    Many(BTreeSet<u16>),
+}
+
+impl GroupPorts {
+    fn insert(&mut self, p: u16) {
+        match self {
+            Self::None => *self = Self::One(p),
+            Self::One(q) if *q == p => {}
+            Self::One(q) => *self = Self::Many(BTreeSet::from([*q, p])),
+            Self::Many(set) => {
+                set.insert(p);
+            }
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = u16> + '_ {
+        let (one, many) = match self {
+            Self::None => (None, None),
+            Self::One(p) => (Some(*p), None),
+            Self::Many(set) => (None, Some(set.iter().copied())),
+        };
+        one.into_iter().chain(many.into_iter().flatten())
+    }
+
+    /// The port, when there is exactly one.
+    fn single(&self) -> Option<u16> {
+        match self {
+            Self::One(p) => Some(*p),
+            Self::Many(set) if set.len() == 1 => set.first().copied(),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Default)]
 struct Group {
     traffic: Traffic,
-    ports: BTreeSet<u16>,
+    ports: GroupPorts,
     processes: BTreeSet<String>,
     candidates: BTreeSet<usize>,
 }
@@ -172,9 +213,17 @@ struct PeerRec {
     bytes: u64,
 }
 
-/// A group with its peers worked out: key, group, top peers, distinct peers, peers outside
-/// zones (at most [`MAX_OUTSIDE`]) and how many there were.
-type FinishedGroup = (GroupKey, Group, Vec<PeerStat>, u64, Vec<IpAddr>, u64);
+/// A group with its peers worked out: key, group, where its top peers are in the finished
+/// groups' peer list, distinct peers, peers outside zones (at most [`MAX_OUTSIDE`]) and how
+/// many there were.
+type FinishedGroup = (
+    GroupKey,
+    Group,
+    std::ops::Range<usize>,
+    u64,
+    Vec<IpAddr>,
+    u64,
+);
 
 /// The groups findings are built from, plus the per-flow peer log.
 #[derive(Default)]
@@ -230,16 +279,20 @@ impl Groups {
     }
 
     /// Per group: the top peers (by bytes, then address) and the number of distinct peers;
-    /// and the peers outside zones (sorted, at most [`MAX_OUTSIDE`]) with their count.
-    fn finish(self) -> Vec<FinishedGroup> {
+    /// and the peers outside zones (sorted, at most [`MAX_OUTSIDE`]) with their count. Every
+    /// group's top peers are in the one list returned alongside (a flood makes a group per
+    /// flow: no vector per group).
+    fn finish(self) -> (Vec<FinishedGroup>, Vec<PeerStat>) {
         let mut peers = self.peers;
         peers.sort_unstable_by_key(|p| (p.group, p.addr));
         let n = self.groups.len();
-        let mut top: Vec<(Vec<PeerStat>, u64)> = (0..n).map(|_| (Vec::new(), 0)).collect();
+        let mut top: Vec<(std::ops::Range<usize>, u64)> = vec![(0..0, 0); n];
+        let mut flat: Vec<PeerStat> = Vec::new();
+        let mut all: Vec<PeerStat> = Vec::new();
         let mut i = 0;
         while i < peers.len() {
             let g = peers[i].group;
-            let mut all: Vec<PeerStat> = Vec::new();
+            all.clear();
             while i < peers.len() && peers[i].group == g {
                 let addr = peers[i].addr;
                 let mut st = PeerStat {
@@ -264,7 +317,8 @@ impl Groups {
                 all.truncate(TOP_PEERS);
             }
             all.sort_unstable_by(order);
-            top[g as usize] = (all, distinct);
+            top[g as usize] = (flat.len()..flat.len() + all.len(), distinct);
+            flat.extend_from_slice(&all);
         }
         let mut outside = self.outside;
         outside.sort_unstable();
@@ -277,12 +331,14 @@ impl Groups {
                 o.0.push(a);
             }
         }
-        self.groups
+        let finished = self
+            .groups
             .into_iter()
             .zip(top)
             .zip(out)
             .map(|(((k, g), (p, pt)), (o, ot))| (k, g, p, pt, o, ot))
-            .collect()
+            .collect();
+        (finished, flat)
     }
 }
 
@@ -807,7 +863,7 @@ pub(crate) fn run(input: &ClassifyInput<'_>) -> Findings {
     let mut used_ports: BTreeMap<usize, BTreeSet<u16>> = BTreeMap::new();
     let mut unknown: Vec<UnknownGroup> = Vec::new();
     let by_idx: BTreeMap<usize, &Rule> = ctx.rules.iter().map(|r| (r.idx, r)).collect();
-    let mut finished = groups.finish();
+    let (mut finished, flat_peers) = groups.finish();
     finished.sort_unstable_by_key(|x| x.0);
     for (key, g, peers, peers_total, outside, outside_total) in finished {
         let mut fd = match key {
@@ -820,7 +876,7 @@ pub(crate) fn run(input: &ClassifyInput<'_>) -> Findings {
                 let r = by_idx[&rule];
                 if matches!(kind, EntryKind::Documented | EntryKind::PeerOutsideZone) {
                     used.insert(rule);
-                    used_ports.entry(rule).or_default().extend(&g.ports);
+                    used_ports.entry(rule).or_default().extend(g.ports.iter());
                 }
                 let fk = match kind {
                     EntryKind::Documented => FindingKind::Documented,
@@ -869,7 +925,7 @@ pub(crate) fn run(input: &ClassifyInput<'_>) -> Findings {
                     remote,
                     reason,
                     g,
-                    peers,
+                    peers: &flat_peers[peers],
                     peers_total,
                 });
                 continue;
@@ -880,7 +936,7 @@ pub(crate) fn run(input: &ClassifyInput<'_>) -> Findings {
             _ => Side::Local,
         };
         fill_evidence(&mut fd, g, &totals, side);
-        fd.peers = peers;
+        fd.peers = flat_peers[peers].to_vec();
         fd.peers_total = peers_total;
         out.push(fd);
     }
@@ -1031,7 +1087,7 @@ fn single_transport(t: Option<TransportSpec>) -> Option<Transport> {
 
 fn fill_evidence(fd: &mut Finding, g: Group, totals: &PortTotals, side: Side) {
     fd.traffic = g.traffic;
-    let ports: Vec<u16> = g.ports.iter().copied().collect();
+    let ports: Vec<u16> = g.ports.iter().collect();
     if let [p] = ports[..] {
         fd.port = Some(p);
     }
@@ -1053,22 +1109,19 @@ fn fill_evidence(fd: &mut Finding, g: Group, totals: &PortTotals, side: Side) {
 }
 
 /// An unknown-direction group waiting to become a finding.
-struct UnknownGroup {
+struct UnknownGroup<'p> {
     transport: Transport,
     remote: u16,
     reason: UnknownReason,
     g: Group,
-    peers: Vec<PeerStat>,
+    peers: &'p [PeerStat],
     peers_total: u64,
 }
 
-impl UnknownGroup {
+impl UnknownGroup<'_> {
     /// The finding's port: the local port, when the group saw exactly one.
     fn port(&self) -> Option<u16> {
-        match (self.g.ports.len(), self.g.ports.first()) {
-            (1, Some(&p)) => Some(p),
-            _ => None,
-        }
+        self.g.ports.single()
     }
 
     fn finding(self, by_idx: &BTreeMap<usize, &Rule<'_>>, totals: &PortTotals) -> Finding {
@@ -1084,7 +1137,7 @@ impl UnknownGroup {
         });
         fd.transport = Some(self.transport);
         fill_evidence(&mut fd, self.g, totals, Side::Local);
-        fd.peers = self.peers;
+        fd.peers = self.peers.to_vec();
         fd.peers_total = self.peers_total;
         fd
     }
@@ -1095,7 +1148,7 @@ impl UnknownGroup {
 /// summed into one finding. Only the listed ones are built (a flood of distinct port pairs
 /// makes a group per flow).
 fn unknown_findings(
-    groups: Vec<UnknownGroup>,
+    groups: Vec<UnknownGroup<'_>>,
     by_idx: &BTreeMap<usize, &Rule<'_>>,
     totals: &PortTotals,
 ) -> Vec<Finding> {
@@ -1520,7 +1573,7 @@ mod tests {
 
     /// Unknown-direction groups with bytes that tie and differ, one or several ports, and
     /// peers shared between groups; the same every call.
-    fn unknown_groups(n: usize) -> Vec<UnknownGroup> {
+    fn unknown_groups(n: usize, flat: &[PeerStat]) -> Vec<UnknownGroup<'_>> {
         (0..n)
             .map(|i| {
                 let mut g = Group {
@@ -1538,14 +1591,9 @@ mod tests {
                 if i % 11 == 0 {
                     g.ports.insert(9000);
                 }
-                let peers = (0..1 + i % 3)
-                    .map(|k| PeerStat {
-                        addr: IpAddr::from([10, 1, (i % 9) as u8, k as u8]),
-                        flows: 1,
-                        packets: 1,
-                        bytes: 64,
-                    })
-                    .collect::<Vec<_>>();
+                // Group i's peers: (i % 9) * 3 .. + 1 + i % 3 of the flat list.
+                let at = (i % 9) * 3;
+                let peers = &flat[at..at + 1 + i % 3];
                 UnknownGroup {
                     transport: [Transport::Udp, Transport::Tcp][i % 2],
                     remote: i as u16,
@@ -1603,15 +1651,41 @@ mod tests {
         let by_idx: BTreeMap<usize, &Rule> = ctx.rules.iter().map(|r| (r.idx, r)).collect();
         let totals = port_totals(&input);
         for count in [0, 1, MAX_UNKNOWN_GROUPS, MAX_UNKNOWN_GROUPS + 1, 3000] {
-            let all: Vec<Finding> = unknown_groups(count)
+            let flat: Vec<PeerStat> = (0..27)
+                .map(|k| PeerStat {
+                    addr: IpAddr::from([10, 1, (k / 3) as u8, (k % 3) as u8]),
+                    flows: 1,
+                    packets: 1,
+                    bytes: 64,
+                })
+                .collect();
+            let all: Vec<Finding> = unknown_groups(count, &flat)
                 .into_iter()
                 .map(|u| u.finding(&by_idx, &totals))
                 .collect();
             assert_eq!(
-                unknown_findings(unknown_groups(count), &by_idx, &totals),
+                unknown_findings(unknown_groups(count, &flat), &by_idx, &totals),
                 cap_by_sorting(all),
                 "{count} groups"
             );
         }
+    }
+
+    #[test]
+    fn group_ports_are_a_sorted_set() {
+        let mut p = GroupPorts::default();
+        assert_eq!((p.iter().count(), p.single()), (0, None));
+        for x in [443, 443] {
+            p.insert(x);
+        }
+        assert_eq!(
+            (p.iter().collect::<Vec<_>>(), p.single()),
+            (vec![443], Some(443))
+        );
+        for x in [80, 8443, 80, 443] {
+            p.insert(x);
+        }
+        assert_eq!(p.iter().collect::<Vec<_>>(), vec![80, 443, 8443]);
+        assert_eq!(p.single(), None);
     }
 }
