@@ -546,14 +546,16 @@ impl FlowTable {
                 if let Some(e) = self.entries.get(at)
                     && pr.same_ends(e)
                 {
-                    if e.meta & LOCAL_IS_A == pr.first {
-                        return Probe::Hit(at, pr.first_out);
+                    let same = e.meta & LOCAL_IS_A == pr.first;
+                    // On the opposite orientation: unless both are held, the sought one is
+                    // not, and a packet of unknown direction belongs to this one, inbound
+                    // (`first_out` is true for it). One branch for both hits: without node
+                    // addresses, which orientation a packet meets is a coin toss.
+                    let lone = e.bits & TWIN == 0;
+                    if same | (pr.unknown & lone) {
+                        return Probe::Hit(at, pr.first_out & same);
                     }
-                    // The opposite orientation. Unless both are held, the sought one is not.
-                    if e.bits & TWIN == 0 {
-                        if pr.unknown {
-                            return Probe::Hit(at, false);
-                        }
+                    if lone {
                         other = Some(at);
                     }
                 }
