@@ -259,7 +259,7 @@ fn new_flow<const INGRESS: bool>(key: &FlowKey, bytes: u64, flags_syn: u16, tick
         init.flags_out = flags;
         init.syns_out = u32::from(syn);
     }
-    match FLOWS.insert(key, &init, u64::from(BPF_NOEXIST)) {
+    match FLOWS.insert(key, init, u64::from(BPF_NOEXIST)) {
         Ok(()) => {}
         Err(e) if e == -EEXIST => match FLOWS.get_ptr_mut(key) {
             Some(v) => update_flow::<INGRESS>(v, bytes, flags, syn, tick),
