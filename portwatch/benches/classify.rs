@@ -119,13 +119,7 @@ fn window(n: usize, rng: &mut Rng) -> Snapshot {
         flows,
         ports: ports
             .into_iter()
-            .map(|((transport, port, side, dir), counts)| PortTotal {
-                transport,
-                port,
-                side,
-                dir,
-                counts,
-            })
+            .map(|(key, counts)| PortTotal::from_key(key, counts))
             .collect(),
         ..Snapshot::default()
     }

@@ -433,13 +433,7 @@ pub fn merge_snapshots(mut parts: Vec<Snapshot>, start: UnixNanos, end: UnixNano
     flows.sort_by_key(|f| f.key);
     let mut ports: Vec<PortTotal> = ports
         .into_iter()
-        .map(|((transport, port, side, dir), counts)| PortTotal {
-            transport,
-            port,
-            side,
-            dir,
-            counts,
-        })
+        .map(|(key, counts)| PortTotal::from_key(key, counts))
         .collect();
     ports.sort_by_key(|p| (p.transport, p.port, p.side, p.dir));
     Snapshot {

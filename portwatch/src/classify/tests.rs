@@ -224,13 +224,7 @@ pub(crate) fn totals(flows: &[FlowRecord]) -> Vec<PortTotal> {
         }
     }
     m.into_iter()
-        .map(|((transport, port, side, dir), counts)| PortTotal {
-            transport,
-            port,
-            side,
-            dir,
-            counts,
-        })
+        .map(|(key, counts)| PortTotal::from_key(key, counts))
         .collect()
 }
 

@@ -223,3 +223,19 @@ pub struct PortTotal {
     pub dir: Direction,
     pub counts: PortCounts,
 }
+
+impl PortTotal {
+    /// A total from its key as maps hold it, (transport, port, side, direction), and counts.
+    pub fn from_key(
+        (transport, port, side, dir): (Transport, u16, Side, Direction),
+        counts: PortCounts,
+    ) -> Self {
+        Self {
+            transport,
+            port,
+            side,
+            dir,
+            counts,
+        }
+    }
+}

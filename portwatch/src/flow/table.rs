@@ -1060,13 +1060,7 @@ mod tests {
                 .collect(),
             ports: ports
                 .into_iter()
-                .map(|((transport, port, side, dir), counts)| PortTotal {
-                    transport,
-                    port,
-                    side,
-                    dir,
-                    counts,
-                })
+                .map(|(key, counts)| PortTotal::from_key(key, counts))
                 .collect(),
             health,
         }

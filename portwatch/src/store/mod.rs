@@ -955,13 +955,7 @@ impl Store {
             )?;
             w.snapshot.ports = sums
                 .into_iter()
-                .map(|((transport, port, side, dir), counts)| PortTotal {
-                    transport,
-                    port,
-                    side,
-                    dir,
-                    counts,
-                })
+                .map(|(key, counts)| PortTotal::from_key(key, counts))
                 .collect();
         }
 
