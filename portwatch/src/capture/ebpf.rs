@@ -352,12 +352,10 @@ impl KernelMaps for AyaMaps {
     }
 }
 
-/// Sums the per-port table's slots (every CPU's, as `BPF_MAP_LOOKUP_BATCH` returns them) by
-/// key; free slots are skipped.
-fn sum_slots(raw: &[u8]) -> std::collections::HashMap<PortKey, PortCounters> {
+/// Adds the per-port table's slots (every CPU's, as `BPF_MAP_LOOKUP_BATCH` returns them) to
+/// `totals` by key; free slots are skipped.
+fn sum_slots(totals: &mut std::collections::HashMap<PortKey, PortCounters>, raw: &[u8]) {
     let size = std::mem::size_of::<PortSlot>();
-    let mut totals: std::collections::HashMap<PortKey, PortCounters> =
-        std::collections::HashMap::new();
     for chunk in raw.chunks_exact(size) {
         let word =
             |i: usize| u64::from_ne_bytes(chunk[8 * i..8 * i + 8].try_into().unwrap_or_default());
@@ -373,7 +371,6 @@ fn sum_slots(raw: &[u8]) -> std::collections::HashMap<PortKey, PortCounters> {
         sum.fin += word(6);
         sum.rst += word(7);
     }
-    totals
 }
 
 /// One flow from every CPU's copy (see [`FlowValue::merge`]).
@@ -390,14 +387,20 @@ impl AyaMaps {
     /// CPUs (each CPU probes its own table).
     fn read_totals(&self) -> Result<std::collections::HashMap<PortKey, PortCounters>, EbpfError> {
         let size = std::mem::size_of::<PortSlot>();
-        let raw =
-            sys::percpu_array_read_all(self.totals.fd().as_fd(), self.port_slots, size, self.cpus)
-                .map_err(|source| EbpfError::Syscall {
-                    map: common::MAP_PORT_TOTALS,
-                    op: "BPF_MAP_LOOKUP_BATCH",
-                    source,
-                })?;
-        Ok(sum_slots(&raw))
+        let mut totals = std::collections::HashMap::new();
+        sys::percpu_array_read_each(
+            self.totals.fd().as_fd(),
+            self.port_slots,
+            size,
+            self.cpus,
+            |raw| sum_slots(&mut totals, raw),
+        )
+        .map_err(|source| EbpfError::Syscall {
+            map: common::MAP_PORT_TOTALS,
+            op: "BPF_MAP_LOOKUP_BATCH",
+            source,
+        })?;
+        Ok(totals)
     }
 
     /// Iterates the keys first (deleting while iterating would restart the walk), then looks
@@ -1372,8 +1375,10 @@ mod tests {
         let ssh = PortKey::to_word(22, 6, common::SIDE_REMOTE, common::DIR_EGRESS);
         // Index 0 on CPUs 0 and 1, then index 1 on CPUs 0 and 1: the DNS key sits in different
         // slots on different CPUs; a free slot (word 0) is skipped.
-        let raw = [slot(dns, 2), slot(0, 0), slot(ssh, 1), slot(dns, 5)].concat();
-        let t = sum_slots(&raw);
+        // The reader hands the table over chunk by chunk: the sums carry across chunks.
+        let mut t = std::collections::HashMap::new();
+        sum_slots(&mut t, &[slot(dns, 2), slot(0, 0)].concat());
+        sum_slots(&mut t, &[slot(ssh, 1), slot(dns, 5)].concat());
         assert_eq!(t.len(), 2);
         let k = PortKey::from_word(dns).unwrap();
         assert_eq!((k.port, k.proto, k.side, k.dir), (53, 17, 0, 0));

@@ -152,17 +152,20 @@ pub(crate) fn map_lookup_and_delete_percpu<K, V: Copy + Default>(
 }
 
 /// Reads every value of a per-CPU array of `entries` values of `value_size` bytes with
-/// `BPF_MAP_LOOKUP_BATCH` (Linux 5.6), a few calls instead of one per index. Returns the values
-/// in index order, each as `cpus` consecutive slots of `value_size` rounded up to 8 bytes.
-pub(crate) fn percpu_array_read_all(
+/// `BPF_MAP_LOOKUP_BATCH` (Linux 5.6), a few calls instead of one per index, handing `each`
+/// the values chunk by chunk in index order (one reused buffer of a few thousand values, not
+/// the whole table at once), each value as `cpus` consecutive slots of `value_size` rounded up
+/// to 8 bytes.
+pub(crate) fn percpu_array_read_each(
     fd: BorrowedFd<'_>,
     entries: u32,
     value_size: usize,
     cpus: usize,
-) -> io::Result<Vec<u8>> {
+    mut each: impl FnMut(&[u8]),
+) -> io::Result<()> {
     const CHUNK: u32 = 4096;
     let stride = value_size.next_multiple_of(8) * cpus;
-    let mut out = vec![0u8; entries as usize * stride];
+    let mut buf = vec![0u8; CHUNK as usize * stride];
     let mut keys = vec![0u32; CHUNK as usize];
     let mut token = 0u32;
     let mut done = 0usize;
@@ -177,13 +180,13 @@ pub(crate) fn percpu_array_read_all(
             },
             out_batch: std::ptr::from_mut(&mut token) as u64,
             keys: keys.as_mut_ptr() as u64,
-            values: out[done * stride..].as_mut_ptr() as u64,
+            values: buf.as_mut_ptr() as u64,
             count: want,
             map_fd: fd.as_raw_fd() as u32,
             ..BatchAttr::default()
         };
         let r = sys_bpf(BPF_MAP_LOOKUP_BATCH, &mut attr);
-        let got = attr.count as usize;
+        let got = (attr.count as usize).min(want as usize);
         // The kernel returns the values in key order from the token on.
         if let Some(&k) = keys.first()
             && got > 0
@@ -193,6 +196,7 @@ pub(crate) fn percpu_array_read_all(
                 "BPF_MAP_LOOKUP_BATCH resumed at index {k}, expected {done}"
             )));
         }
+        each(&buf[..got * stride]);
         done += got;
         first = false;
         match r {
@@ -204,8 +208,7 @@ pub(crate) fn percpu_array_read_all(
             break;
         }
     }
-    out.truncate(done * stride);
-    Ok(out)
+    Ok(())
 }
 
 /// Creates an array map of `entries` values of `value_size` bytes (u32 keys).
