@@ -1249,17 +1249,14 @@ fn shows_for(r: &Rule<'_>, e: &((Transport, u16, Side), PortCountsInOut)) -> boo
 /// Whether the lossless per-port totals show packets on the entry's ports on the side the
 /// entry would serve from.
 fn totals_show_traffic(r: &Rule<'_>, totals: &PortTotals) -> bool {
-    totals.runs.iter().any(|(t, run)| {
-        if !r.admits(*t) {
-            return false;
-        }
-        if !t.has_ports() {
-            return r.e.ports.is_none() && totals.v[run.clone()].iter().any(|e| shows_for(r, e));
-        }
-        r.e.ports
-            .iter_ranges()
-            .any(|(_, range)| totals.in_range(run, range).iter().any(|e| shows_for(r, e)))
-    })
+    if r.e.ports.is_none() {
+        return totals.runs.iter().any(|(t, run)| {
+            !t.has_ports() && r.admits(*t) && totals.v[run.clone()].iter().any(|e| shows_for(r, e))
+        });
+    }
+    r.e.ports
+        .iter_ranges()
+        .any(|(_, range)| totals_show_traffic_on(r, totals, range))
 }
 
 fn listener_findings(ctx: &Ctx<'_>, ls: &[Listener], out: &mut Vec<Finding>) -> ListenerSummary {
