@@ -1485,13 +1485,7 @@ mod tests {
             Spec::load(root.join("sisense-multinode.toml")).unwrap(),
             Spec::load(root.join("thoughtspot.toml")).unwrap(),
         ];
-        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move |n: u64| {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng % n
-        };
+        let mut next = crate::flow::xorshift(0x9e37_79b9_7f4a_7c15u64);
         let transports = [
             Transport::Tcp,
             Transport::Udp,

@@ -10,3 +10,16 @@ pub use key::{
 };
 pub use table::{DST_V6, FlowTable, Health, Packet, PacketMeta, SRC_V6, Snapshot};
 pub use window::Window;
+
+/// For randomised tests: a xorshift generator seeded with `seed` (non-zero) that returns a
+/// number below `n` per call.
+#[cfg(test)]
+pub(crate) fn xorshift(seed: u64) -> impl FnMut(u64) -> u64 {
+    let mut rng = seed;
+    move |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    }
+}

@@ -232,13 +232,7 @@ mod tests {
 
     #[test]
     fn the_sorted_merge_equals_hash_map_merging() {
-        let mut rng = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move |n: u64| {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng % n
-        };
+        let mut next = crate::flow::xorshift(0x2545_f491_4f6c_dd1du64);
         for capacity in [1usize, 7, 40, 1000] {
             let mut w = Window::new(capacity);
             let mut r = Reference::default();
