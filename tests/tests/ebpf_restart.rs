@@ -46,7 +46,14 @@ impl Agent {
         self.stdin.flush().unwrap();
         let mut line = String::new();
         self.stdout.read_line(&mut line).unwrap();
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad snapshot {line:?}: {e}"))
+        let snap =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad snapshot {line:?}: {e}"));
+        // Wait for the baseline to be persisted: a kill before that point is a different case
+        // (the interval was handed out but not committed), which this test does not stage.
+        let mut done = String::new();
+        self.stdout.read_line(&mut done).unwrap();
+        assert_eq!(done.trim(), "committed", "driver did not commit");
+        snap
     }
 }
 

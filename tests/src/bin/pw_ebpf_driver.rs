@@ -1,7 +1,7 @@
 //! A minimal agent for the restart tests: opens the eBPF backend on the interfaces given, then
-//! obeys one command per stdin line (`collect` prints the interval as one JSON line and commits
-//! the baseline, `quit` detaches and exits). Between commands it is idle, so a test can SIGKILL
-//! it at a known point.
+//! obeys one command per stdin line (`collect` prints the interval as one JSON line, commits
+//! the baseline, then prints `committed`; `quit` detaches and exits). Between commands it is
+//! idle, so a test that waits for `committed` can SIGKILL it at a known point.
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
@@ -44,6 +44,8 @@ fn main() {
                 out.flush().unwrap();
                 // Handed out: the agent commits at this point too (after its sinks).
                 backend.commit().expect("commit");
+                writeln!(out, "committed").unwrap();
+                out.flush().unwrap();
             }
             "quit" | "" => break,
             other => panic!("unknown command {other}"),
