@@ -192,6 +192,7 @@ fn main() {
         inventory: Some(&inv),
         window: &w,
         listeners: Some(&listeners),
+        connections: None,
         ephemeral: PortRange::LINUX_DEFAULT,
         node: &node,
     };

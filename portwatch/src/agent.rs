@@ -10,7 +10,7 @@ use crate::classify::{self, ClassifyInput, Findings, NodeInfo};
 use crate::clock::{Clock, UnixNanos};
 use crate::config::AgentConfig;
 use crate::flow::{Snapshot, Window};
-use crate::host::{Host, Listener, PortRange};
+use crate::host::{Host, PortRange, SocketScan};
 use crate::inventory::Inventory;
 use crate::report::{CaptureInfo, Format, Report, ReportMeta};
 use crate::spec::Spec;
@@ -165,9 +165,11 @@ impl Agent {
         Ok(())
     }
 
-    fn listeners(&self) -> (Option<Vec<Listener>>, PortRange) {
-        let listeners = match self.host.listeners() {
-            Ok(scan) => Some(scan.listeners),
+    /// The node's sockets now (`None`, logged, when they cannot be read) and its ephemeral
+    /// range.
+    fn sockets(&self) -> (Option<SocketScan>, PortRange) {
+        let sockets = match self.host.sockets() {
+            Ok(scan) => Some(scan),
             Err(e) => {
                 tracing::warn!("listening sockets unavailable: {e}");
                 None
@@ -177,7 +179,7 @@ impl Agent {
             .host
             .ephemeral_range()
             .unwrap_or(PortRange::LINUX_DEFAULT);
-        (listeners, eph)
+        (sockets, eph)
     }
 
     /// Ends the current interval: collects, classifies the window, feeds the sinks.
@@ -204,12 +206,13 @@ impl Agent {
         let t_collected = self.clock.now();
         self.window.add(&interval);
         let window = self.window.view();
-        let (listeners, ephemeral) = self.listeners();
+        let (sockets, ephemeral) = self.sockets();
         let input = ClassifyInput {
             spec: &self.loaded.spec,
             inventory: self.loaded.inventory.as_ref(),
             window,
-            listeners: listeners.as_deref(),
+            listeners: sockets.as_ref().map(|s| &s.listeners[..]),
+            connections: sockets.as_ref().map(|s| &s.connections[..]),
             ephemeral,
             node: &self.node,
         };
@@ -228,7 +231,7 @@ impl Agent {
                 capture: CaptureInfo {
                     backend: Some(self.backend.kind().to_string()),
                     interfaces: ifaces.clone(),
-                    listeners_unavailable: listeners
+                    listeners_unavailable: sockets
                         .is_none()
                         .then(|| "listening sockets could not be read".to_owned()),
                 },

@@ -82,6 +82,7 @@ fn run(flows: Vec<FlowRecord>) -> Findings {
         inventory: Some(&inv),
         window: &w,
         listeners: None,
+        connections: None,
         ephemeral: PortRange::LINUX_DEFAULT,
         node: &node,
     })

@@ -107,6 +107,7 @@ fn node_report(dir: &Path, name: &str, addr: &str, flows: Vec<FlowRecord>) -> Pa
             inventory: Some(&inv),
             window: &w,
             listeners: None,
+            connections: None,
             ephemeral: PortRange::LINUX_DEFAULT,
             node: &node,
         },

@@ -90,6 +90,7 @@ fn record(store: &mut Store, spec: &Spec, snap: &Snapshot) {
         inventory: None,
         window: snap,
         listeners: None,
+        connections: None,
         ephemeral: PortRange::LINUX_DEFAULT,
         node: &node,
     });
@@ -194,6 +195,7 @@ fn entry_records_win_over_missing_flow_detail() {
         inventory: None,
         window: &minute(T0, &[(Transport::Udp, 53), (Transport::Tcp, 443)]),
         listeners: None,
+        connections: None,
         ephemeral: PortRange::LINUX_DEFAULT,
         node: &NodeInfo {
             name: "node-1".into(),

@@ -423,6 +423,7 @@ pub fn node_report(extra: usize) -> Report {
             inventory: Some(&inv),
             window: &window,
             listeners: Some(&ls),
+            connections: None,
             ephemeral: PortRange::LINUX_DEFAULT,
             node: &node,
         },

@@ -14,7 +14,7 @@ use super::{
     ClassifyInput, EntrySummary, Findings, FlowSummary, ListenerSummary, ServiceStats, Summary,
 };
 use crate::flow::{Direction, FlowRecord, Side, Transport};
-use crate::host::{Listener, canonical};
+use crate::host::{Connection, Listener, Process, canonical};
 use crate::inventory::Inventory;
 use crate::spec::{DirectionSpec, Entry, PortRange, Ports, TransportSpec};
 
@@ -132,6 +132,9 @@ enum EntryKind {
     PeerOutsideZone,
     WrongDirection,
     WrongTransport,
+    /// Documented outbound traffic from a process the entry does not name (the flows are
+    /// counted as documented too).
+    ProcessMismatch,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -502,7 +505,13 @@ pub(crate) struct Ctx<'a> {
     index: PortIndex,
     /// (transport, port) -> listeners that accept on it, for process checks.
     listening: BTreeMap<(Transport, u16), Vec<&'a Listener>>,
+    /// Client-side connections by their ends (canonical addresses), for the owners of
+    /// outbound flows.
+    connected: HashMap<ConnKey, &'a Connection, Hasher>,
 }
+
+/// (transport, local address, local port, remote address, remote port).
+type ConnKey = (Transport, IpAddr, u16, IpAddr, u16);
 
 impl<'a> Ctx<'a> {
     /// The rules that cover `port` for transport `t` (see [`Rule::covers`]), in spec order.
@@ -519,12 +528,14 @@ impl<'a> Ctx<'a> {
         ip.is_loopback() || self.input.node.addrs.iter().any(|a| canonical(*a) == ip)
     }
 
-    /// The most specific of `rules` (fewest ports); for a served port with known owners,
-    /// entries naming the owning process win. Ties all stay.
+    /// The most specific of `rules` (fewest ports); when the traffic's owning processes are
+    /// known (the listeners of a `served` port, or `connection`'s owners for outbound
+    /// traffic), entries naming one win. Ties all stay.
     fn most_specific<'r>(
         &self,
         rules: Vec<&'r Rule<'a>>,
         served: Option<(Transport, u16)>,
+        connection: &[Process],
     ) -> Vec<&'r Rule<'a>> {
         let Some(min) = rules.iter().map(|r| r.width).min() else {
             return rules;
@@ -533,11 +544,12 @@ impl<'a> Ctx<'a> {
         if narrow.len() < 2 {
             return narrow;
         }
-        let owners: Vec<&str> = served
-            .and_then(|k| self.listening.get(&k))
+        let served_owners = served
             .into_iter()
-            .flatten()
-            .flat_map(|l| l.processes.iter().flat_map(|p| p.names()))
+            .flat_map(|(t, p)| self.listener_owners(t, p));
+        let owners: Vec<&str> = served_owners
+            .chain(connection)
+            .flat_map(|p| p.names())
             .collect();
         if owners.is_empty() {
             return narrow;
@@ -554,18 +566,41 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    fn owner_names(&self, t: Transport, port: u16) -> Vec<String> {
-        let mut v: Vec<String> = self
-            .listening
+    /// The processes holding the listeners of a served port.
+    fn listener_owners(&self, t: Transport, port: u16) -> impl Iterator<Item = &'a Process> {
+        self.listening
             .get(&(t, port))
             .into_iter()
             .flatten()
-            .flat_map(|l| l.processes.iter().map(|p| p.name.clone()))
-            .collect();
-        v.sort();
-        v.dedup();
-        v
+            .flat_map(|l| l.processes.iter())
     }
+
+    /// The processes holding the client end of an outbound flow, when it was open at the scan.
+    fn connection_owners(&self, f: &FlowRecord) -> &'a [Process] {
+        if self.connected.is_empty() {
+            return &[];
+        }
+        let k = &f.key;
+        let key = (
+            k.transport,
+            canonical(k.local.addr),
+            k.local.port,
+            canonical(k.remote.addr),
+            k.remote.port,
+        );
+        self.connected
+            .get(&key)
+            .map(|c| c.processes.as_slice())
+            .unwrap_or_default()
+    }
+}
+
+/// The `comm` names of `procs`, sorted and deduplicated (what findings list).
+fn comm_names<'p>(procs: impl Iterator<Item = &'p Process>) -> Vec<String> {
+    let mut v: Vec<String> = procs.map(|p| p.name.clone()).collect();
+    v.sort();
+    v.dedup();
+    v
 }
 
 impl<'a> Ctx<'a> {
@@ -587,12 +622,28 @@ impl<'a> Ctx<'a> {
         for l in input.listeners.unwrap_or_default() {
             listening.entry((l.transport, l.port)).or_default().push(l);
         }
+        let connected = input
+            .connections
+            .unwrap_or_default()
+            .iter()
+            .map(|c| {
+                let key = (
+                    c.transport,
+                    canonical(c.local),
+                    c.local_port,
+                    canonical(c.remote),
+                    c.remote_port,
+                );
+                (key, c)
+            })
+            .collect();
         let index = PortIndex::build(&rules);
         Ctx {
             input,
             rules,
             index,
             listening,
+            connected,
         }
     }
 
@@ -629,7 +680,7 @@ impl<'a> Ctx<'a> {
         {
             None
         } else {
-            Some(self.most_specific(naming, None)[0])
+            Some(self.most_specific(naming, None, &[])[0])
         };
         Judged::Documented { matching, mismatch }
     }
@@ -750,11 +801,18 @@ pub(crate) fn run(input: &ClassifyInput<'_>) -> Findings {
                 .filter(|r| r.admits(t) && r.mirrors(role, inv, local, peer))
                 .collect();
         }
-        let processes = served
-            .map(|(t, p)| ctx.owner_names(t, p))
-            .unwrap_or_default();
+        // The processes behind the flow: the listener's for a served port, the connection's
+        // for an outbound flow still open at the scan.
+        let connection = match role {
+            Role::Client => ctx.connection_owners(f),
+            Role::Server => &[],
+        };
+        let processes = match served {
+            Some((t, p)) => comm_names(ctx.listener_owners(t, p)),
+            None => comm_names(connection.iter()),
+        };
         if !exact.is_empty() {
-            let chosen = ctx.most_specific(exact, served);
+            let chosen = ctx.most_specific(exact, served, connection);
             // The chosen entries that admit the peer: all of them without an inventory or for
             // the node itself; else those whose peers contain it, or cannot tell (None).
             let verdicts: Vec<Option<bool>> = match input.inventory {
@@ -797,7 +855,15 @@ pub(crate) fn run(input: &ClassifyInput<'_>) -> Findings {
                 if unverifiable {
                     flows.peer_unverifiable += 1;
                 }
-                for r in chosen {
+                // An outbound flow's known owner must be a process the entry names (a
+                // listener's owner is judged once per listener, in `listener_findings`).
+                let wrong_process = !connection.is_empty() && {
+                    let names: Vec<&str> = connection.iter().flat_map(|p| p.names()).collect();
+                    chosen.iter().all(|r| {
+                        !r.e.processes.is_empty() && !process_matches(&r.e.processes, &names)
+                    })
+                };
+                for r in &chosen {
                     let (_, g) = groups.add_flow(
                         GroupKey::Entry {
                             kind: EntryKind::Documented,
@@ -811,6 +877,20 @@ pub(crate) fn run(input: &ClassifyInput<'_>) -> Findings {
                     );
                     g.processes.extend(processes.iter().cloned());
                     record_service(ServiceKey::Entry(r.idx), f);
+                }
+                if wrong_process {
+                    let (_, g) = groups.add_flow(
+                        GroupKey::Entry {
+                            kind: EntryKind::ProcessMismatch,
+                            rule: chosen[0].idx,
+                            transport: t,
+                            role,
+                        },
+                        f,
+                        peer,
+                        port,
+                    );
+                    g.processes.extend(processes.iter().cloned());
                 }
             }
             continue;
@@ -842,7 +922,7 @@ pub(crate) fn run(input: &ClassifyInput<'_>) -> Findings {
             continue;
         };
         flows.violating += 1;
-        let r = ctx.most_specific(pick, None)[0];
+        let r = ctx.most_specific(pick, None, &[])[0];
         let (_, g) = groups.add_flow(
             GroupKey::Entry {
                 kind,
@@ -896,6 +976,10 @@ pub(crate) fn run(input: &ClassifyInput<'_>) -> Findings {
                     EntryKind::WrongTransport => FindingKind::WrongTransport {
                         expected: r.r.transport.clone(),
                         observed: transport,
+                    },
+                    EntryKind::ProcessMismatch => FindingKind::ProcessMismatch {
+                        expected: r.e.processes.clone(),
+                        found: g.processes.iter().cloned().collect(),
                     },
                 };
                 let mut fd = Finding::new(fk);
@@ -1420,6 +1504,7 @@ mod tests {
             inventory: None,
             window: &w,
             listeners: None,
+            connections: None,
             ephemeral: PortRange::LINUX_DEFAULT,
             node: &n,
         };
@@ -1525,6 +1610,7 @@ mod tests {
                     inventory: None,
                     window: &w,
                     listeners: None,
+                    connections: None,
                     ephemeral: PortRange::LINUX_DEFAULT,
                     node: &n,
                 };
@@ -1635,6 +1721,7 @@ mod tests {
             inventory: None,
             window: &w,
             listeners: None,
+            connections: None,
             ephemeral: PortRange::LINUX_DEFAULT,
             node: &n,
         };

@@ -82,6 +82,7 @@ pub fn judge_listeners(
         inventory: None,
         window: &window,
         listeners: Some(listeners),
+        connections: None,
         ephemeral,
         node: &node,
     };

@@ -25,7 +25,7 @@ pub use findings::{
 pub use listeners::{JudgedListener, ListenerVerdict, judge_listeners};
 
 use crate::flow::Snapshot;
-use crate::host::{Listener, PortRange};
+use crate::host::{Connection, Listener, PortRange};
 use crate::inventory::Inventory;
 use crate::spec::Spec;
 
@@ -50,6 +50,11 @@ pub struct ClassifyInput<'a> {
     /// Listening sockets; `None` when they could not be read (offline capture, other OS):
     /// listener findings are then skipped and direction inference does without them.
     pub listeners: Option<&'a [Listener]>,
+    /// This node's client-side connections with their owning processes (a scan at the
+    /// interval's end); `None` when they could not be read. Names the process behind outbound
+    /// flows that are still open at the scan: others have no known process, which is never
+    /// held against an entry.
+    pub connections: Option<&'a [Connection]>,
     /// The node's ephemeral port range.
     pub ephemeral: PortRange,
     pub node: &'a NodeInfo,

@@ -8,7 +8,7 @@ use crate::flow::{
     Counts, Direction, Endpoint, FlowKey, FlowRecord, FlowStats, Health, PortCounts, PortTotal,
     Side, Transport,
 };
-use crate::host::Process;
+use crate::host::{Connection, Process};
 
 pub(crate) const SPEC: &str = r#"
 [spec]
@@ -36,6 +36,7 @@ ports = 443
 transport = "tcp"
 direction = "outbound"
 destinations = ["vendor", "listener.logz.io"]
+processes = ["Sisense.Oxygen.exe"]
 
 [[entry]]
 id = "ssh"
@@ -270,6 +271,15 @@ fn run(
     inv: Option<&Inventory>,
     listeners: Option<&[Listener]>,
 ) -> Findings {
+    run_with(flows, inv, listeners, None)
+}
+
+fn run_with(
+    flows: Vec<FlowRecord>,
+    inv: Option<&Inventory>,
+    listeners: Option<&[Listener]>,
+    connections: Option<&[Connection]>,
+) -> Findings {
     let spec = spec();
     let w = window(flows);
     let n = node();
@@ -278,6 +288,7 @@ fn run(
         inventory: inv,
         window: &w,
         listeners,
+        connections,
         ephemeral: PortRange::LINUX_DEFAULT,
         node: &n,
     })
@@ -627,6 +638,81 @@ fn the_owning_process_picks_between_entries_sharing_a_range() {
     assert!(of_kind(&f, "process_mismatch").is_empty());
 }
 
+/// A TCP connection from `local` to `remote` held by a process called `comm`.
+fn connection(local: &str, remote: &str, comm: &str) -> Connection {
+    let (l, r) = (ep(local), ep(remote));
+    Connection {
+        transport: Transport::Tcp,
+        local: l.addr,
+        local_port: l.port,
+        remote: r.addr,
+        remote_port: r.port,
+        inode: u64::from(l.port),
+        processes: vec![Process {
+            pid: u32::from(l.port),
+            name: comm.to_owned(),
+            cmdline: vec![format!("/usr/bin/{comm}")],
+        }],
+    }
+}
+
+#[test]
+fn outbound_flows_from_a_process_the_entry_does_not_name_are_a_process_mismatch() {
+    let flows = vec![
+        tcp_out("10.0.0.1:50100", "203.0.113.5:443"),
+        tcp_out("10.0.0.1:50101", "203.0.113.6:443"),
+        // Closed before the scan: no known owner, never held against the entry.
+        tcp_out("10.0.0.1:50102", "203.0.113.7:443"),
+    ];
+    let conns = [
+        connection("10.0.0.1:50100", "203.0.113.5:443", "curl"),
+        // IPv4-mapped in /proc/net/tcp6; comm truncated to 15 bytes.
+        connection(
+            "[::ffff:10.0.0.1]:50101",
+            "[::ffff:203.0.113.6]:443",
+            "Sisense.Oxygen.",
+        ),
+        // A connection without traffic in the window changes nothing.
+        connection("10.0.0.1:50200", "203.0.113.9:8443", "wget"),
+    ];
+    let f = run_with(flows.clone(), None, None, Some(&conns));
+    let d = of_kind(&f, "documented");
+    assert_eq!(entry_ids(&d), ["oxygen-out"]);
+    assert_eq!(d[0].traffic.flows, 3, "every flow stays documented");
+    assert_eq!(d[0].processes, ["Sisense.Oxygen.", "curl"]);
+    let pm = of_kind(&f, "process_mismatch");
+    assert_eq!(entry_ids(&pm), ["oxygen-out"]);
+    assert_eq!(
+        pm[0].kind,
+        FindingKind::ProcessMismatch {
+            expected: vec!["Sisense.Oxygen.exe".into()],
+            found: vec!["curl".into()]
+        }
+    );
+    assert_eq!(pm[0].subject(), "tcp/443 outbound");
+    assert_eq!(pm[0].traffic.flows, 1);
+    assert_eq!(pm[0].peers.len(), 1);
+    assert_eq!(pm[0].peers[0].addr, ip("203.0.113.5"));
+    assert_eq!(f.summary.kinds["process_mismatch"], 1);
+
+    // Without the scan (offline capture, no /proc) nothing is judged.
+    let f = run_with(flows, None, None, None);
+    assert!(of_kind(&f, "process_mismatch").is_empty());
+    assert!(of_kind(&f, "documented")[0].processes.is_empty());
+}
+
+#[test]
+fn an_outbound_entry_without_processes_accepts_any_owner() {
+    // smtp names no process: whoever sends mail is not judged.
+    let flows = vec![tcp_out("10.0.0.1:50300", "198.51.100.1:587")];
+    let conns = [connection("10.0.0.1:50300", "198.51.100.1:587", "postfix")];
+    let f = run_with(flows, None, None, Some(&conns));
+    assert!(of_kind(&f, "process_mismatch").is_empty());
+    let d = of_kind(&f, "documented");
+    assert_eq!(entry_ids(&d), ["smtp"]);
+    assert_eq!(d[0].processes, ["postfix"]);
+}
+
 #[test]
 fn the_dynamic_range_documents_high_ports_between_nodes() {
     let inv = inventory();
@@ -805,6 +891,7 @@ fn variants_named_as_alternatives_need_one_of_them_and_every_other_variant() {
             inventory: None,
             window: &w,
             listeners: Some(ls),
+            connections: None,
             ephemeral: PortRange::LINUX_DEFAULT,
             node: &n,
         });
@@ -856,6 +943,7 @@ fn when_flow_detail_overflowed_port_totals_keep_entries_from_being_called_unused
         inventory: None,
         window: &w,
         listeners: None,
+        connections: None,
         ephemeral: PortRange::LINUX_DEFAULT,
         node: &n,
     });
@@ -874,6 +962,7 @@ fn ports_of_a_used_entry_without_traffic_are_listed_with_their_labels() {
             inventory: None,
             window: w,
             listeners: None,
+            connections: None,
             ephemeral: PortRange::LINUX_DEFAULT,
             node: &n,
         });

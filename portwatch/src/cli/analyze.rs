@@ -161,6 +161,7 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
         inventory: inventory.as_ref(),
         window: &analysis.snapshot,
         listeners: None,
+        connections: None,
         ephemeral: ephemeral(&args.ephemeral)?,
         node: &node,
     };

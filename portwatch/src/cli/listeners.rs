@@ -43,7 +43,7 @@ pub fn run(a: ListenersArgs) -> anyhow::Result<ExitCode> {
         Some(root) => Box::new(ProcFs::new(root)),
         None => host::system(),
     };
-    let scan = host.listeners().context("reading listening sockets")?;
+    let scan = host.sockets().context("reading listening sockets")?;
     let ephemeral = host
         .ephemeral_range()
         .context("reading the ephemeral port range")?;
@@ -54,6 +54,7 @@ pub fn run(a: ListenersArgs) -> anyhow::Result<ExitCode> {
         inventory: None,
         window: &window,
         listeners: Some(&scan.listeners),
+        connections: None,
         ephemeral,
         node: &node,
     });

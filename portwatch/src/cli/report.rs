@@ -128,6 +128,7 @@ pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
         inventory: inventory.as_ref(),
         window: &w.snapshot,
         listeners: None,
+        connections: None,
         ephemeral: super::analyze::ephemeral(&args.ephemeral)?,
         node: &node,
     };

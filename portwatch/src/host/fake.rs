@@ -1,10 +1,11 @@
 //! An in-memory [`Host`] for tests and for runs without a host to inspect (offline captures).
-use super::{Host, HostError, Listener, ListenerScan, PortRange};
+use super::{Connection, Host, HostError, Listener, PortRange, SocketScan};
 
 /// Returns what it was given.
 #[derive(Clone, Debug)]
 pub struct FakeHost {
     pub listeners: Vec<Listener>,
+    pub connections: Vec<Connection>,
     pub ephemeral: PortRange,
     pub hostname: Option<String>,
 }
@@ -13,6 +14,7 @@ impl Default for FakeHost {
     fn default() -> Self {
         Self {
             listeners: Vec::new(),
+            connections: Vec::new(),
             ephemeral: PortRange::LINUX_DEFAULT,
             hostname: None,
         }
@@ -20,11 +22,14 @@ impl Default for FakeHost {
 }
 
 impl Host for FakeHost {
-    fn listeners(&self) -> Result<ListenerScan, HostError> {
+    fn sockets(&self) -> Result<SocketScan, HostError> {
         let mut listeners = self.listeners.clone();
         listeners.sort_by_key(|l| (l.transport, l.port, l.addr));
-        Ok(ListenerScan {
+        let mut connections = self.connections.clone();
+        connections.sort();
+        Ok(SocketScan {
             listeners,
+            connections,
             pids_unreadable: 0,
         })
     }

@@ -1,5 +1,5 @@
-//! The host seam: listening sockets, the processes that own them and the ephemeral port range,
-//! read through the [`Host`] trait. Linux reads /proc (rooted at a configurable path so tests use
+//! The host seam: listening and connected sockets, the processes that own them and the
+//! ephemeral port range, read through the [`Host`] trait. Linux reads /proc (rooted at a configurable path so tests use
 //! a fake tree); other systems report that the information is unavailable. Never touches
 //! capture, the spec or the clock.
 mod fake;
@@ -142,12 +142,30 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// What one listener scan found.
+/// A connected socket this node opened as the client: a TCP connection (any state but LISTEN
+/// and TIME_WAIT) or a connected UDP socket whose local port no listener serves. It names the
+/// process behind outbound traffic, which the packets themselves do not.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Connection {
+    pub transport: Transport,
+    pub local: IpAddr,
+    pub local_port: u16,
+    pub remote: IpAddr,
+    pub remote_port: u16,
+    /// Socket inode (0 when unknown).
+    pub inode: u64,
+    /// Owning processes; empty when unknown.
+    pub processes: Vec<Process>,
+}
+
+/// What one socket scan found.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ListenerScan {
+pub struct SocketScan {
     /// Sorted by transport, port, address.
     pub listeners: Vec<Listener>,
-    /// Processes whose sockets could not be read (permission): their listeners have no owner.
+    /// Client-side connections open at the time of the scan, sorted.
+    pub connections: Vec<Connection>,
+    /// Processes whose sockets could not be read (permission): their sockets have no owner.
     pub pids_unreadable: u64,
 }
 
@@ -173,8 +191,9 @@ pub enum HostError {
 
 /// Where listeners, processes and the ephemeral range come from.
 pub trait Host: Send + Sync {
-    /// Listening TCP and bound UDP sockets with their owning processes.
-    fn listeners(&self) -> Result<ListenerScan, HostError>;
+    /// Listening TCP and bound UDP sockets, and the client side of connected ones, with their
+    /// owning processes.
+    fn sockets(&self) -> Result<SocketScan, HostError>;
     /// The range this node picks client ports from.
     fn ephemeral_range(&self) -> Result<PortRange, HostError>;
     /// The node's host name, when known.
@@ -199,7 +218,7 @@ pub fn system() -> Box<dyn Host> {
 pub struct Unsupported;
 
 impl Host for Unsupported {
-    fn listeners(&self) -> Result<ListenerScan, HostError> {
+    fn sockets(&self) -> Result<SocketScan, HostError> {
         Err(HostError::Unsupported {
             os: std::env::consts::OS,
         })

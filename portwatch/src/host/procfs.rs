@@ -7,13 +7,15 @@ use std::io::ErrorKind;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
-use super::{Host, HostError, Listener, ListenerScan, PortRange, Process};
+use super::{Connection, Host, HostError, Listener, PortRange, Process, SocketScan};
 use crate::flow::Transport;
 
 /// TCP_LISTEN in /proc/net/tcp's `st` column.
 const TCP_LISTEN: u8 = 0x0A;
 /// TCP_CLOSE: an unconnected UDP socket.
 const UDP_UNCONNECTED: u8 = 0x07;
+/// TCP_TIME_WAIT: a closed connection's remains, owned by no process.
+const TCP_TIME_WAIT: u8 = 0x06;
 
 /// Reads host information from a /proc tree.
 #[derive(Clone, Debug)]
@@ -104,23 +106,58 @@ impl ProcFs {
 }
 
 impl Host for ProcFs {
-    fn listeners(&self) -> Result<ListenerScan, HostError> {
+    fn sockets(&self) -> Result<SocketScan, HostError> {
         let mut listeners = Vec::new();
-        for (file, transport, state) in [
-            ("net/tcp", Transport::Tcp, TCP_LISTEN),
-            ("net/tcp6", Transport::Tcp, TCP_LISTEN),
-            ("net/udp", Transport::Udp, UDP_UNCONNECTED),
-            ("net/udp6", Transport::Udp, UDP_UNCONNECTED),
+        let mut connected = Vec::new();
+        for (file, transport) in [
+            ("net/tcp", Transport::Tcp),
+            ("net/tcp6", Transport::Tcp),
+            ("net/udp", Transport::Udp),
+            ("net/udp6", Transport::Udp),
         ] {
             // A missing file means the protocol family is disabled, not an error.
             if let Some(text) = self.read(file)? {
                 let path = self.root.join(file);
-                listeners.extend(parse_sockets(&path, &text, transport, state)?);
+                for row in parse_sockets(&path, &text)? {
+                    match row.kind(transport) {
+                        SocketKind::Listening => listeners.push(Listener {
+                            transport,
+                            addr: row.local.0,
+                            port: row.local.1,
+                            inode: row.inode,
+                            processes: Vec::new(),
+                        }),
+                        SocketKind::Connected => connected.push(Connection {
+                            transport,
+                            local: row.local.0,
+                            local_port: row.local.1,
+                            remote: row.remote.0,
+                            remote_port: row.remote.1,
+                            inode: row.inode,
+                            processes: Vec::new(),
+                        }),
+                        SocketKind::Other => {}
+                    }
+                }
             }
         }
+        // The server side of accepted connections shares its listener's port: only the client
+        // side names a process the listeners do not.
+        let served: BTreeSet<(Transport, u16)> =
+            listeners.iter().map(|l| (l.transport, l.port)).collect();
+        let mut connections: Vec<Connection> = connected
+            .into_iter()
+            .filter(|c| {
+                !(served.contains(&(c.transport, c.local_port))
+                    && listeners.iter().any(|l| {
+                        l.transport == c.transport && l.port == c.local_port && l.accepts(c.local)
+                    }))
+            })
+            .collect();
         let wanted: BTreeSet<u64> = listeners
             .iter()
             .map(|l| l.inode)
+            .chain(connections.iter().map(|c| c.inode))
             .filter(|&i| i != 0)
             .collect();
         let (mut owners, pids_unreadable) = self.owners(&wanted);
@@ -129,10 +166,18 @@ impl Host for ProcFs {
                 l.processes = p.clone();
             }
         }
+        for c in &mut connections {
+            if let Some(p) = owners.get_mut(&c.inode) {
+                c.processes = p.clone();
+            }
+        }
         listeners.sort_by_key(|l| (l.transport, l.port, l.addr));
         listeners.dedup();
-        Ok(ListenerScan {
+        connections.sort();
+        connections.dedup();
+        Ok(SocketScan {
             listeners,
+            connections,
             pids_unreadable,
         })
     }
@@ -181,14 +226,41 @@ fn socket_inode(target: &Path) -> Option<u64> {
         .ok()
 }
 
-/// Parses one /proc/net/{tcp,udp}[6] file and keeps the sockets in `state` (for UDP also
-/// requiring an unset remote address).
-fn parse_sockets(
-    path: &Path,
-    text: &str,
-    transport: Transport,
-    state: u8,
-) -> Result<Vec<Listener>, HostError> {
+/// One line of /proc/net/{tcp,udp}[6].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct SocketRow {
+    local: (IpAddr, u16),
+    remote: (IpAddr, u16),
+    st: u8,
+    inode: u64,
+}
+
+enum SocketKind {
+    /// A TCP socket in LISTEN, or a bound UDP socket without a remote end.
+    Listening,
+    /// A TCP connection with an owner (not TIME_WAIT), or a connected UDP socket.
+    Connected,
+    Other,
+}
+
+impl SocketRow {
+    fn kind(&self, transport: Transport) -> SocketKind {
+        let unconnected = self.remote.1 == 0 && self.remote.0.is_unspecified();
+        match transport {
+            Transport::Tcp if self.st == TCP_LISTEN => SocketKind::Listening,
+            Transport::Tcp if self.st == TCP_TIME_WAIT || self.inode == 0 || unconnected => {
+                SocketKind::Other
+            }
+            Transport::Tcp => SocketKind::Connected,
+            _ if unconnected && self.st == UDP_UNCONNECTED => SocketKind::Listening,
+            _ if !unconnected && self.inode != 0 => SocketKind::Connected,
+            _ => SocketKind::Other,
+        }
+    }
+}
+
+/// Parses one /proc/net/{tcp,udp}[6] file.
+fn parse_sockets(path: &Path, text: &str) -> Result<Vec<SocketRow>, HostError> {
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate().skip(1) {
         let lineno = i + 1;
@@ -201,25 +273,18 @@ fn parse_sockets(
         }
         let st = u8::from_str_radix(f[3], 16)
             .map_err(|_| parse_err(path, lineno, "a hex socket state", f[3]))?;
-        if st != state {
-            continue;
-        }
-        let (addr, port) = parse_endpoint(f[1])
+        let local = parse_endpoint(f[1])
             .ok_or_else(|| parse_err(path, lineno, "a local address ADDR:PORT in hex", f[1]))?;
-        let (raddr, rport) = parse_endpoint(f[2])
+        let remote = parse_endpoint(f[2])
             .ok_or_else(|| parse_err(path, lineno, "a remote address ADDR:PORT in hex", f[2]))?;
-        if transport == Transport::Udp && (rport != 0 || !raddr.is_unspecified()) {
-            continue;
-        }
         let inode = f[9]
             .parse()
             .map_err(|_| parse_err(path, lineno, "a decimal inode", f[9]))?;
-        out.push(Listener {
-            transport,
-            addr,
-            port,
+        out.push(SocketRow {
+            local,
+            remote,
+            st,
             inode,
-            processes: Vec::new(),
         });
     }
     Ok(out)
@@ -310,33 +375,54 @@ pub(crate) mod tests {
         );
     }
 
+    /// (port, inode) of the rows of `text` that are of kind `want`.
+    fn kinds(text: &str, t: Transport, want: fn(&SocketKind) -> bool) -> Vec<(u16, u64)> {
+        parse_sockets(Path::new("t"), text)
+            .unwrap()
+            .into_iter()
+            .filter(|r| want(&r.kind(t)))
+            .map(|r| (r.local.1, r.inode))
+            .collect()
+    }
+
     #[test]
-    fn keeps_only_listening_tcp_and_unconnected_udp() {
+    fn sorts_sockets_into_listening_and_connected() {
         let any = v4("0.0.0.0");
+        let me = v4("10.0.0.1");
+        let peer = v4("10.0.0.9");
         let tcp = [
             HEADER.to_owned(),
             socket_line(0, (any, 22), (any, 0), TCP_LISTEN, 100),
-            socket_line(1, (v4("10.0.0.1"), 22), (v4("10.0.0.9"), 50000), 0x01, 101),
+            socket_line(1, (me, 22), (peer, 50000), 0x01, 101),
+            socket_line(2, (me, 50001), (peer, 443), 0x02, 102),
+            socket_line(3, (me, 50002), (peer, 443), TCP_TIME_WAIT, 0),
         ]
         .join("\n");
-        let l = parse_sockets(Path::new("tcp"), &tcp, Transport::Tcp, TCP_LISTEN).unwrap();
-        assert_eq!(l.len(), 1);
-        assert_eq!((l[0].port, l[0].inode), (22, 100));
+        let listening = |k: &SocketKind| matches!(k, SocketKind::Listening);
+        let connected = |k: &SocketKind| matches!(k, SocketKind::Connected);
+        assert_eq!(kinds(&tcp, Transport::Tcp, listening), [(22, 100)]);
+        assert_eq!(
+            kinds(&tcp, Transport::Tcp, connected),
+            [(22, 101), (50001, 102)]
+        );
         let udp = [
             HEADER.to_owned(),
             socket_line(0, (any, 123), (any, 0), UDP_UNCONNECTED, 200),
-            socket_line(1, (any, 40000), (v4("10.0.0.9"), 53), UDP_UNCONNECTED, 201),
-            socket_line(2, (any, 40001), (v4("10.0.0.9"), 53), 0x01, 202),
+            socket_line(1, (any, 40000), (peer, 53), UDP_UNCONNECTED, 201),
+            socket_line(2, (any, 40001), (peer, 53), 0x01, 202),
         ]
         .join("\n");
-        let u = parse_sockets(Path::new("udp"), &udp, Transport::Udp, UDP_UNCONNECTED).unwrap();
-        assert_eq!(u.iter().map(|l| l.port).collect::<Vec<_>>(), vec![123]);
+        assert_eq!(kinds(&udp, Transport::Udp, listening), [(123, 200)]);
+        assert_eq!(
+            kinds(&udp, Transport::Udp, connected),
+            [(40000, 201), (40001, 202)]
+        );
     }
 
     #[test]
     fn malformed_lines_name_the_file_and_line() {
         let text = format!("{HEADER}\n  0: nonsense");
-        let err = parse_sockets(Path::new("/x/net/tcp"), &text, Transport::Tcp, TCP_LISTEN)
+        let err = parse_sockets(Path::new("/x/net/tcp"), &text)
             .unwrap_err()
             .to_string();
         assert!(
@@ -344,7 +430,7 @@ pub(crate) mod tests {
             "{err}"
         );
         let bad_addr = format!("{HEADER}\n  0: 0100007F:XYZW 00000000:0000 0A 0:0 0:0 0 0 0 55 1");
-        let err = parse_sockets(Path::new("t"), &bad_addr, Transport::Tcp, TCP_LISTEN)
+        let err = parse_sockets(Path::new("t"), &bad_addr)
             .unwrap_err()
             .to_string();
         assert!(err.contains("t:2: expected a local address"), "{err}");
@@ -429,7 +515,7 @@ pub(crate) mod tests {
             f.process(11, "nginx", &["nginx: master"], &[1003]);
             f.process(12, "nginx", &["nginx: worker"], &[1003]);
             f.process(13, "chronyd", &["/usr/sbin/chronyd"], &[1004]);
-            let scan = f.host().listeners().unwrap();
+            let scan = f.host().sockets().unwrap();
             let got: Vec<String> = scan.listeners.iter().map(ToString::to_string).collect();
             assert_eq!(
                 got,
@@ -443,6 +529,66 @@ pub(crate) mod tests {
             let oxy = &scan.listeners[2].processes[0];
             assert_eq!(oxy.cmdline, vec!["/opt/Sisense.Oxygen.exe", "-d"]);
             assert_eq!(scan.pids_unreadable, 0);
+        }
+
+        #[test]
+        fn client_connections_carry_their_processes_and_accepted_ones_are_left_out() {
+            let f = FakeProc::new();
+            let any4 = v4("0.0.0.0");
+            let me = v4("10.0.0.1");
+            let peer = v4("10.0.0.9");
+            f.file(
+                "net/tcp",
+                &[
+                    HEADER.to_owned(),
+                    socket_line(0, (any4, 5432), (any4, 0), TCP_LISTEN, 2001),
+                    // Accepted by the listener: the listener names its owner already.
+                    socket_line(1, (me, 5432), (peer, 40100), 0x01, 2002),
+                    // Opened by this node: the owner of outbound traffic to 443.
+                    socket_line(2, (me, 40200), (peer, 443), 0x01, 2003),
+                    socket_line(3, (me, 40201), (peer, 443), TCP_TIME_WAIT, 0),
+                ]
+                .join("\n"),
+            );
+            f.file(
+                "net/udp6",
+                &[
+                    HEADER.to_owned(),
+                    socket_line(
+                        0,
+                        (v4("::ffff:10.0.0.1"), 40300),
+                        (v4("::ffff:10.0.0.9"), 53),
+                        0x01,
+                        2004,
+                    ),
+                ]
+                .join("\n"),
+            );
+            f.process(20, "postgres", &["postgres"], &[2001, 2002]);
+            f.process(21, "curl", &["/usr/bin/curl", "https://x"], &[2003]);
+            f.process(22, "unbound-client", &["resolver"], &[2004]);
+            let scan = f.host().sockets().unwrap();
+            let got: Vec<(Transport, u16, u16, Vec<&str>)> = scan
+                .connections
+                .iter()
+                .map(|c| {
+                    (
+                        c.transport,
+                        c.local_port,
+                        c.remote_port,
+                        c.processes.iter().map(|p| p.name.as_str()).collect(),
+                    )
+                })
+                .collect();
+            assert_eq!(
+                got,
+                vec![
+                    (Transport::Tcp, 40200, 443, vec!["curl"]),
+                    (Transport::Udp, 40300, 53, vec!["unbound-client"]),
+                ]
+            );
+            assert_eq!(scan.connections[0].remote, peer);
+            assert_eq!(scan.listeners.len(), 1);
         }
 
         #[test]
@@ -465,7 +611,8 @@ pub(crate) mod tests {
         fn missing_files_are_empty_but_a_missing_range_is_an_error() {
             let f = FakeProc::new();
             let h = f.host();
-            assert!(h.listeners().unwrap().listeners.is_empty());
+            let scan = h.sockets().unwrap();
+            assert!(scan.listeners.is_empty() && scan.connections.is_empty());
             assert!(matches!(h.ephemeral_range(), Err(HostError::Read { .. })));
             assert_eq!(h.hostname(), None);
         }

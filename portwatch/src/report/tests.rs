@@ -66,6 +66,7 @@ pub(super) fn build(name: &str) -> Report {
             inventory: Some(&inv),
             window: &w,
             listeners: Some(&ls),
+            connections: None,
             ephemeral: PortRange::LINUX_DEFAULT,
             node: &n,
         },
