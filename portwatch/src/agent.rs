@@ -169,7 +169,17 @@ impl Agent {
     /// range.
     fn sockets(&self) -> (Option<SocketScan>, PortRange) {
         let sockets = match self.host.sockets() {
-            Ok(scan) => Some(scan),
+            Ok(scan) => {
+                if scan.connections_over_limit > 0 {
+                    tracing::warn!(
+                        "{} outbound connections beyond the first {} were not attributed to \
+                         processes",
+                        scan.connections_over_limit,
+                        crate::host::MAX_CONNECTIONS
+                    );
+                }
+                Some(scan)
+            }
             Err(e) => {
                 tracing::warn!("listening sockets unavailable: {e}");
                 None

@@ -30,6 +30,7 @@ impl Host for FakeHost {
         Ok(SocketScan {
             listeners,
             connections,
+            connections_over_limit: 0,
             pids_unreadable: 0,
         })
     }

@@ -158,13 +158,22 @@ pub struct Connection {
     pub processes: Vec<Process>,
 }
 
+/// The most client-side connections one scan keeps with their owners (a bound on the scan's
+/// memory on nodes with very many outbound connections).
+pub const MAX_CONNECTIONS: usize = 16_384;
+
 /// What one socket scan found.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SocketScan {
     /// Sorted by transport, port, address.
     pub listeners: Vec<Listener>,
-    /// Client-side connections open at the time of the scan, sorted.
+    /// Client-side connections open at the time of the scan, sorted; at most
+    /// [`MAX_CONNECTIONS`].
     pub connections: Vec<Connection>,
+    /// Client-side connections beyond [`MAX_CONNECTIONS`], left out (their flows have no
+    /// known process).
+    #[serde(default)]
+    pub connections_over_limit: u64,
     /// Processes whose sockets could not be read (permission): their sockets have no owner.
     pub pids_unreadable: u64,
 }

@@ -7,7 +7,9 @@ use std::io::ErrorKind;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
-use super::{Connection, Host, HostError, Listener, PortRange, Process, SocketScan};
+use super::{
+    Connection, Host, HostError, Listener, MAX_CONNECTIONS, PortRange, Process, SocketScan,
+};
 use crate::flow::Transport;
 
 /// TCP_LISTEN in /proc/net/tcp's `st` column.
@@ -154,6 +156,10 @@ impl Host for ProcFs {
                     }))
             })
             .collect();
+        connections.sort();
+        connections.dedup();
+        let over = connections.len().saturating_sub(MAX_CONNECTIONS);
+        connections.truncate(MAX_CONNECTIONS);
         let wanted: BTreeSet<u64> = listeners
             .iter()
             .map(|l| l.inode)
@@ -173,11 +179,10 @@ impl Host for ProcFs {
         }
         listeners.sort_by_key(|l| (l.transport, l.port, l.addr));
         listeners.dedup();
-        connections.sort();
-        connections.dedup();
         Ok(SocketScan {
             listeners,
             connections,
+            connections_over_limit: over as u64,
             pids_unreadable,
         })
     }
