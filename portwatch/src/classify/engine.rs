@@ -855,12 +855,16 @@ pub(crate) fn run(input: &ClassifyInput<'_>) -> Findings {
                 if unverifiable {
                     flows.peer_unverifiable += 1;
                 }
-                // An outbound flow's known owner must be a process the entry names (a
-                // listener's owner is judged once per listener, in `listener_findings`).
+                // An outbound flow's known owner must be a process the outbound entry names.
+                // Inbound and bidirectional entries name the listening side (judged once per
+                // listener, in `listener_findings`): a node connecting to another node's
+                // documented port may well be another program.
                 let wrong_process = !connection.is_empty() && {
                     let names: Vec<&str> = connection.iter().flat_map(|p| p.names()).collect();
                     chosen.iter().all(|r| {
-                        !r.e.processes.is_empty() && !process_matches(&r.e.processes, &names)
+                        r.e.direction == Some(DirectionSpec::Outbound)
+                            && !r.e.processes.is_empty()
+                            && !process_matches(&r.e.processes, &names)
                     })
                 };
                 for r in &chosen {

@@ -442,6 +442,12 @@ fn a_cluster_link_seen_from_its_client_node_is_documented_by_the_inbound_entry()
     let mut ids = entry_ids(&w);
     ids.sort();
     assert_eq!(ids, ["ntp", "oxygen-in", "ssh"]);
+    // The inbound entry's processes name the listening side: the program connecting from
+    // node-a is listed, not held against it.
+    let conns = [connection("10.0.0.1:45000", "10.0.0.2:31112", "java")];
+    let f = run_with(flows.clone(), Some(&inv), None, Some(&conns));
+    assert_eq!(of_kind(&f, "documented")[0].processes, ["java"]);
+    assert!(of_kind(&f, "process_mismatch").is_empty());
     // The mirror needs the inventory to know where the nodes are.
     let f = run(flows, None, None);
     assert!(of_kind(&f, "documented").is_empty());
