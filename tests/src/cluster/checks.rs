@@ -273,6 +273,11 @@ pub fn node_reports(reports: &BTreeMap<Host, Value>, spec: &Path) -> Result<Vec<
                 ));
             }
         }
+        // The spec's outbound rows name no process, so no outbound traffic is a process
+        // mismatch; the inbound rows' processes name listeners only.
+        for f in findings(r, "process_mismatch").filter(|f| f["role"] == "client") {
+            problems.push(format!("{h}: unexpected outbound process_mismatch: {f}"));
+        }
         if h != Host::N1 {
             for id in USED_ON_N1_ONLY {
                 if !unused.contains(id) {
@@ -329,6 +334,47 @@ pub fn node_reports(reports: &BTreeMap<Host, Value>, spec: &Path) -> Result<Vec<
             if health[k].as_u64().unwrap_or(0) != 0 {
                 problems.push(format!("{h}: health.{k} = {}", health[k]));
             }
+        }
+    }
+    // Outbound flows name the process holding their connection when it is open at the socket
+    // scan: the RabbitMQ cluster link (beam.smp on one broker node connects to the other's
+    // distribution port) and the ZooKeeper followers' links to the leader (java). Only where
+    // sockets were read (the agents; `portwatch analyze` of captures reads none).
+    let scanned = Host::NODES
+        .iter()
+        .all(|h| reports.get(h).is_some_and(listeners_examined));
+    let outbound_owners: &[(&str, &str, &[Host])] = if scanned {
+        &[
+            ("broker", "beam.smp", &[Host::N1, Host::N2]),
+            ("intra-2888-zookeeper-peer", "java", &Host::NODES),
+        ]
+    } else {
+        &[]
+    };
+    for &(entry, process, nodes) in outbound_owners {
+        let named = nodes.iter().filter_map(|h| reports.get(h)).any(|r| {
+            findings(r, "documented").any(|f| {
+                entry_id(f) == entry
+                    && f["role"] == "client"
+                    && f["processes"]
+                        .as_array()
+                        .is_some_and(|p| p.iter().any(|n| n == process))
+            })
+        });
+        if !named {
+            let seen: Vec<String> = nodes
+                .iter()
+                .filter_map(|h| reports.get(h).map(|r| (h, r)))
+                .flat_map(|(h, r)| {
+                    findings(r, "documented")
+                        .filter(|f| entry_id(f) == entry)
+                        .map(move |f| format!("{h} {} {}", f["role"], f["processes"]))
+                })
+                .collect();
+            problems.push(format!(
+                "no node's documented client traffic of {entry} names its process {process} \
+                 (documented: {seen:?})"
+            ));
         }
     }
     Ok(problems)
