@@ -81,6 +81,18 @@ impl Agent {
         })
     }
 
+    /// Spawns the agent `cmd` runs (see [`command`]) and waits up to `timeout` until it
+    /// captures with eBPF; panics with its log otherwise.
+    pub fn start_ebpf(cmd: Command, timeout: Duration) -> Agent {
+        let mut agent = Agent::spawn(cmd).expect("starting the agent");
+        assert!(
+            agent.wait_for("capturing with ebpf", timeout),
+            "the agent did not start:\n{}",
+            agent.log()
+        );
+        agent
+    }
+
     /// The log so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()

@@ -48,19 +48,15 @@ fn agent_args(link: &Link, dir: &Path, pins: &PinDir, interval: &str) -> Vec<Str
 }
 
 fn start(link: &Link, dir: &Path, pins: &PinDir, interval: &str) -> Agent {
-    let mut agent = Agent::spawn(command(
-        &link.a.path(),
-        None,
-        &portwatch_bin(),
-        &agent_args(link, dir, pins, interval),
-    ))
-    .expect("starting the agent");
-    assert!(
-        agent.wait_for("capturing with ebpf", Duration::from_secs(90)),
-        "the agent did not start:\n{}",
-        agent.log()
-    );
-    agent
+    Agent::start_ebpf(
+        command(
+            &link.a.path(),
+            None,
+            &portwatch_bin(),
+            &agent_args(link, dir, pins, interval),
+        ),
+        Duration::from_secs(90),
+    )
 }
 
 fn send(link: &Link, n: u64) {

@@ -63,12 +63,9 @@ fn a_million_new_flows_are_counted_exactly_with_bounded_memory() {
     ]
     .map(String::from)
     .to_vec();
-    let mut agent = Agent::spawn(command(&link.a.path(), None, &portwatch_bin(), &args))
-        .expect("starting the agent");
-    assert!(
-        agent.wait_for("capturing with ebpf", Duration::from_secs(90)),
-        "the agent did not start:\n{}",
-        agent.log()
+    let agent = Agent::start_ebpf(
+        command(&link.a.path(), None, &portwatch_bin(), &args),
+        Duration::from_secs(90),
     );
     let hwm_start = agent.vm_hwm_kib().expect("VmHWM");
 

@@ -105,12 +105,9 @@ fn outbound_flows_name_their_process_and_a_wrong_one_is_flagged() {
     .chain(["--out".into(), out.display().to_string()])
     .chain(["--pin-dir".into(), pins.path.display().to_string()])
     .collect();
-    let mut agent = Agent::spawn(command(&link.a.path(), None, &portwatch_bin(), &args))
-        .expect("starting the agent");
-    assert!(
-        agent.wait_for("capturing with ebpf", Duration::from_secs(30)),
-        "agent did not start:\n{}",
-        agent.log()
+    let agent = Agent::start_ebpf(
+        command(&link.a.path(), None, &portwatch_bin(), &args),
+        Duration::from_secs(30),
     );
 
     // Connections opened from the agent's namespace by this process, kept open until the
