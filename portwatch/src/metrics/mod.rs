@@ -153,7 +153,12 @@ impl Metrics {
         s.last_interval = Some(o.now);
         for f in o.interval_findings {
             let t = &f.traffic;
-            if t.flows == 0 && t.packets() == 0 {
+            // An outbound process mismatch's flows are documented traffic too, counted there:
+            // counting them again would make the verdicts' sum exceed the traffic. The finding
+            // itself shows in `portwatch_findings{kind="process_mismatch"}`.
+            if (t.flows == 0 && t.packets() == 0)
+                || matches!(f.kind, crate::classify::FindingKind::ProcessMismatch { .. })
+            {
                 continue;
             }
             let key = TrafficKey {

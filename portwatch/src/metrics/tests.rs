@@ -234,6 +234,46 @@ fn counters_add_interval_deltas_and_gauges_follow_the_window() {
 }
 
 #[test]
+fn outbound_process_mismatch_traffic_is_counted_once_under_documented() {
+    let m = Metrics::new();
+    let mut doc = traffic_finding(
+        FindingKind::Documented,
+        Some(entry("push", "Push")),
+        7201,
+        4,
+        T0 + S,
+    );
+    doc.role = Some(Role::Client);
+    let mut pm = traffic_finding(
+        FindingKind::ProcessMismatch {
+            expected: vec!["pusher".into()],
+            found: vec!["curl".into()],
+        },
+        Some(entry("push", "Push")),
+        7201,
+        4,
+        T0 + S,
+    );
+    pm.role = Some(Role::Client);
+    let f = findings(vec![doc, pm]);
+    observe(&m, &f, &f, T0 + 60 * S, 5);
+    let text = m.render();
+    let doc = r#"portwatch_traffic_packets_total{node="node-a",verdict="documented",entry="push",transport="tcp",port="7201",role="client"}"#;
+    assert_eq!(value(&text, doc), 8.0);
+    assert!(
+        !text.contains(r#"verdict="process_mismatch""#),
+        "mismatch traffic counted twice:\n{text}"
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"portwatch_findings{node="node-a",kind="process_mismatch"}"#
+        ),
+        1.0
+    );
+}
+
+#[test]
 fn label_sets_past_the_cap_fold_into_an_overflow_series_and_are_counted() {
     let m = Metrics::with_max_series(2);
     let v: Vec<Finding> = (0..5)
