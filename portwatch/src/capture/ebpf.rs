@@ -78,7 +78,7 @@ use portwatch_common::{FlowKey as KFlowKey, FlowValue, PortCounters, PortKey, Po
 use super::{Backend, BackendKind};
 use crate::clock::{MonotonicOffset, UnixNanos};
 use crate::flow::Snapshot;
-use account::Reading;
+use account::{PortTotals, Reading};
 pub use state::StateError;
 use state::{Baseline, Identity};
 pub use sys::TestRun;
@@ -317,6 +317,8 @@ struct AyaMaps {
     flows: MapData,
     flow_capacity: u32,
     identity: Identity,
+    /// Keys in the per-port table at the last read (a capacity hint for the next one).
+    port_keys: std::cell::Cell<usize>,
 }
 
 impl KernelMaps for AyaMaps {
@@ -352,25 +354,53 @@ impl KernelMaps for AyaMaps {
     }
 }
 
-/// Adds the per-port table's slots (every CPU's, as `BPF_MAP_LOOKUP_BATCH` returns them) to
-/// `totals` by key; free slots are skipped.
-fn sum_slots(totals: &mut std::collections::HashMap<PortKey, PortCounters>, raw: &[u8]) {
+/// Appends the per-port table's used slots (every CPU's, as `BPF_MAP_LOOKUP_BATCH` returns
+/// them for one range of slots) to `out`, one entry per key of the range: a key's copies on
+/// several CPUs sit near the same slot index (each CPU's table probes from the same hash), so
+/// they are summed here and `out` stays about one entry per key. Free slots are skipped.
+fn sum_slots(out: &mut Vec<(PortKey, PortCounters)>, raw: &[u8]) {
     let size = std::mem::size_of::<PortSlot>();
+    let start = out.len();
+    let used = raw
+        .chunks_exact(size)
+        .filter(|c| {
+            PortKey::from_word(u64::from_ne_bytes(c[..8].try_into().unwrap_or_default())).is_some()
+        })
+        .count();
+    // Exact growth: a doubling vector would end up to twice the size of the table's keys.
+    out.reserve_exact(used);
     for chunk in raw.chunks_exact(size) {
         let word =
             |i: usize| u64::from_ne_bytes(chunk[8 * i..8 * i + 8].try_into().unwrap_or_default());
         let Some(key) = PortKey::from_word(word(0)) else {
             continue;
         };
-        let sum = totals.entry(key).or_default();
-        sum.packets += word(1);
-        sum.segments += word(2);
-        sum.bytes += word(3);
-        sum.syn += word(4);
-        sum.synack += word(5);
-        sum.fin += word(6);
-        sum.rst += word(7);
+        out.push((
+            key,
+            PortCounters {
+                packets: word(1),
+                segments: word(2),
+                bytes: word(3),
+                syn: word(4),
+                synack: word(5),
+                fin: word(6),
+                rst: word(7),
+            },
+        ));
     }
+    let run = &mut out[start..];
+    run.sort_unstable_by_key(|(k, _)| (k.proto, k.port, k.side, k.dir));
+    let mut kept = start;
+    for i in start..out.len() {
+        if kept > start && out[kept - 1].0 == out[i].0 {
+            let add = out[i].1;
+            account::add_counters(&mut out[kept - 1].1, &add);
+        } else {
+            out.swap(kept, i);
+            kept += 1;
+        }
+    }
+    out.truncate(kept);
 }
 
 /// One flow from every CPU's copy (see [`FlowValue::merge`]).
@@ -385,9 +415,10 @@ fn merge_cpus(per_cpu: &[FlowValue]) -> FlowValue {
 impl AyaMaps {
     /// Sums every CPU's slots by key. The same key may sit in different slots on different
     /// CPUs (each CPU probes its own table).
-    fn read_totals(&self) -> Result<std::collections::HashMap<PortKey, PortCounters>, EbpfError> {
+    fn read_totals(&self) -> Result<PortTotals, EbpfError> {
         let size = std::mem::size_of::<PortSlot>();
-        let mut totals = std::collections::HashMap::new();
+        // As many keys as last time plus a range's worth, so the vector is allocated once.
+        let mut totals = Vec::with_capacity(self.port_keys.get() + 4096);
         sys::percpu_array_read_each(
             self.totals.fd().as_fd(),
             self.port_slots,
@@ -400,6 +431,9 @@ impl AyaMaps {
             op: "BPF_MAP_LOOKUP_BATCH",
             source,
         })?;
+        // Copies of a key the CPUs keep in slots of different ranges are summed here.
+        let totals = PortTotals::from_sums(totals);
+        self.port_keys.set(totals.len());
         Ok(totals)
     }
 
@@ -1039,6 +1073,7 @@ fn take_maps(
         flows,
         flow_capacity,
         identity,
+        port_keys: std::cell::Cell::new(0),
     })
 }
 
@@ -1137,7 +1172,7 @@ mod tests {
     impl KernelMaps for FakeMaps {
         fn read(&mut self) -> Result<Reading, EbpfError> {
             Ok(Reading {
-                totals: self.totals.clone(),
+                totals: PortTotals::from_sums(self.totals.iter().map(|(k, v)| (*k, *v)).collect()),
                 counters: self.counters,
                 flows: std::mem::take(&mut self.flows),
             })
@@ -1376,14 +1411,21 @@ mod tests {
         // Index 0 on CPUs 0 and 1, then index 1 on CPUs 0 and 1: the DNS key sits in different
         // slots on different CPUs; a free slot (word 0) is skipped.
         // The reader hands the table over chunk by chunk: the sums carry across chunks.
-        let mut t = std::collections::HashMap::new();
-        sum_slots(&mut t, &[slot(dns, 2), slot(0, 0)].concat());
-        sum_slots(&mut t, &[slot(ssh, 1), slot(dns, 5)].concat());
+        let mut v = Vec::new();
+        sum_slots(&mut v, &[slot(dns, 2), slot(0, 0)].concat());
+        sum_slots(&mut v, &[slot(ssh, 1), slot(dns, 5)].concat());
+        // Within one range a key's copies are summed at once; across ranges, by `from_sums`.
+        sum_slots(
+            &mut v,
+            &[slot(ssh, 2), slot(ssh, 3), slot(0, 0), slot(0, 0)].concat(),
+        );
+        assert_eq!(v.len(), 4, "{v:?}");
+        let t = PortTotals::from_sums(v);
         assert_eq!(t.len(), 2);
         let k = PortKey::from_word(dns).unwrap();
         assert_eq!((k.port, k.proto, k.side, k.dir), (53, 17, 0, 0));
         assert_eq!((t[&k].packets, t[&k].bytes, t[&k].syn), (7, 700, 2));
-        assert_eq!(t[&PortKey::from_word(ssh).unwrap()].packets, 1);
+        assert_eq!(t[&PortKey::from_word(ssh).unwrap()].packets, 6);
     }
 
     #[test]

@@ -95,8 +95,29 @@ impl RunArgs {
     }
 }
 
+/// Gives allocations of 256 KiB and more mappings of their own, returned to the system when
+/// freed. The agent's large allocations are per interval (the drained flows, the per-port
+/// deltas, the window's merge, classification's groups: a few MB each under a flood of
+/// distinct flows); glibc otherwise raises its mmap threshold after the first such free and
+/// serves them from the main heap, where they fragment, so the resident size stays at its peak
+/// between intervals and the peak itself grows by the fragments (figures in docs/benchmarks.md,
+/// "Agent overhead").
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn large_allocations_in_own_mappings() {
+    // SAFETY: mallopt only sets an allocator parameter; it is called before any other thread
+    // exists.
+    let ok = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024) };
+    if ok != 1 {
+        tracing::debug!("mallopt(M_MMAP_THRESHOLD) was refused; keeping glibc's default");
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn large_allocations_in_own_mappings() {}
+
 /// Runs `portwatch run`.
 pub fn run(args: RunArgs) -> Result<ExitCode> {
+    large_allocations_in_own_mappings();
     let file = match &args.config {
         Some(p) => ConfigFile::load(p)?,
         None => ConfigFile::default(),

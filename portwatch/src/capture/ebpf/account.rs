@@ -1,7 +1,6 @@
 //! Turns one reading of the kernel maps into an interval's [`Snapshot`]: per-port and health
 //! deltas against the persisted baseline, drained flows converted to the observation model
 //! (kernel monotonic time via [`MonotonicOffset`]). Pure: no I/O, no clock reads.
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use portwatch_common as common;
@@ -14,11 +13,89 @@ use crate::flow::{
     Side, Snapshot, TcpFlags, Transport,
 };
 
+/// Per-port counters by key, held as one vector sorted by (protocol, port, side, direction):
+/// 64 bytes a key, half what a hash map of the same keys takes once the kernel's per-port table
+/// fills up (65,537 keys under a flood of source ports need 131,072 hash buckets). The reading
+/// and the baseline are both of this type, so the deltas are a merge join.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct PortTotals(Vec<(PortKey, PortCounters)>);
+
+fn order(k: &PortKey) -> (u8, u16, u8, u8) {
+    (k.proto, k.port, k.side, k.dir)
+}
+
+/// `into += add`, field by field.
+pub(crate) fn add_counters(into: &mut PortCounters, add: &PortCounters) {
+    into.packets += add.packets;
+    into.segments += add.segments;
+    into.bytes += add.bytes;
+    into.syn += add.syn;
+    into.synack += add.synack;
+    into.fin += add.fin;
+    into.rst += add.rst;
+}
+
+impl PortTotals {
+    /// From entries in any order; the counters of a key given more than once are summed.
+    pub(crate) fn from_sums(mut v: Vec<(PortKey, PortCounters)>) -> Self {
+        v.sort_unstable_by_key(|(k, _)| order(k));
+        v.dedup_by(|(k, c), (kept_k, kept)| {
+            let same = k == kept_k;
+            if same {
+                add_counters(kept, c);
+            }
+            same
+        });
+        v.shrink_to_fit();
+        Self(v)
+    }
+
+    /// Sets the counters of `k`.
+    #[cfg(test)]
+    pub(crate) fn insert(&mut self, k: PortKey, c: PortCounters) {
+        match self.0.binary_search_by_key(&order(&k), |(x, _)| order(x)) {
+            Ok(i) => self.0[i].1 = c,
+            Err(i) => self.0.insert(i, (k, c)),
+        }
+    }
+
+    /// The counters of `k`.
+    pub(crate) fn get(&self, k: &PortKey) -> Option<&PortCounters> {
+        self.0
+            .binary_search_by_key(&order(k), |(x, _)| order(x))
+            .ok()
+            .map(|i| &self.0[i].1)
+    }
+
+    /// Number of keys.
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are no keys.
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The entries in key order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &(PortKey, PortCounters)> {
+        self.0.iter()
+    }
+}
+
+impl std::ops::Index<&PortKey> for PortTotals {
+    type Output = PortCounters;
+    fn index(&self, k: &PortKey) -> &PortCounters {
+        self.get(k).expect("no such port key")
+    }
+}
+
 /// Cumulative values read from the kernel at the end of an interval.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Reading {
     /// Per-port totals summed over CPUs.
-    pub totals: HashMap<PortKey, PortCounters>,
+    pub totals: PortTotals,
     /// Health counters summed over CPUs.
     pub counters: [u64; COUNTERS_LEN],
     /// Flows drained (looked up and deleted) from the flow map.
@@ -33,29 +110,39 @@ pub(crate) fn account(
     start: UnixNanos,
     end: UnixNanos,
 ) -> (Snapshot, Baseline) {
-    let mut ports: Vec<PortTotal> = reading
-        .totals
-        .iter()
-        .filter_map(|(k, v)| {
-            let old = base.totals.get(k).copied().unwrap_or_default();
-            let counts = delta(v, &old);
-            (!counts.is_zero()).then(|| PortTotal {
+    // The drained flows first, and their kernel form freed before the per-port deltas are
+    // built: both are as large as the flow table.
+    let mut flows: Vec<FlowRecord> = reading
+        .flows
+        .into_iter()
+        .map(|(k, v)| flow_record(&k, &v, offset))
+        .collect();
+    flows.sort_by_key(|a| a.key);
+
+    // At most one delta per key: reserved once (a growing vector's doubling copy would be as
+    // large as the per-port table), the unused tail given back.
+    let mut ports: Vec<PortTotal> = Vec::with_capacity(reading.totals.len());
+    // Both sides are sorted by key: a merge join.
+    let mut old = base.totals.iter().peekable();
+    for (k, v) in reading.totals.iter() {
+        while old.next_if(|(o, _)| order(o) < order(k)).is_some() {}
+        let before = old
+            .next_if(|(o, _)| o == k)
+            .map(|(_, c)| *c)
+            .unwrap_or_default();
+        let counts = delta(v, &before);
+        if !counts.is_zero() {
+            ports.push(PortTotal {
                 transport: Transport::from_proto(k.proto),
                 port: k.port,
                 side: side(k.side),
                 dir: dir(k.dir),
                 counts,
-            })
-        })
-        .collect();
+            });
+        }
+    }
+    ports.shrink_to_fit();
     ports.sort_by_key(|p| (p.transport, p.port, p.side, p.dir));
-
-    let mut flows: Vec<FlowRecord> = reading
-        .flows
-        .iter()
-        .map(|(k, v)| flow_record(k, v, offset))
-        .collect();
-    flows.sort_by_key(|a| a.key);
 
     let d = |i: usize| reading.counters[i].saturating_sub(base.counters[i]);
     let health = Health {

@@ -9,21 +9,43 @@
 //! lifetime (both vanish at reboot) and needs no other writable directory. The encoding names
 //! the maps it belongs to (kernel map ids and the boot id), so a baseline is never applied to
 //! maps that were re-created.
-use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
+use super::account::PortTotals;
 use super::sys;
 
 use portwatch_common::{COUNTERS_LEN, PortCounters, PortKey};
 
 use crate::clock::UnixNanos;
 
-const MAGIC: &[u8; 8] = b"PWBASE01";
+/// The format written: per-port entries as a 5-byte key and seven LEB128 varints (counters
+/// are mostly small or zero, so an entry takes about 20 bytes instead of 64; the baseline is
+/// written to the history and to bpffs every interval, and SQLite copies it several times).
+const MAGIC: &[u8; 8] = b"PWBASE02";
+/// The earlier format, still read (a baseline pinned or recorded by an older agent): fixed
+/// 64-byte entries.
+const MAGIC_V1: &[u8; 8] = b"PWBASE01";
 const BOOT_ID_LEN: usize = 36;
-const ENTRY_LEN: usize = 8 + 7 * 8;
+/// Bytes before the entries: magic, boot id, two map ids, seq, last end, counter count,
+/// counters, entry count.
+const HEADER_LEN: usize = 8 + BOOT_ID_LEN + 4 + 4 + 8 + 8 + 4 + 8 * COUNTERS_LEN + 8;
+/// A version-1 entry.
+const ENTRY_LEN_V1: usize = 8 + 7 * 8;
+/// The shortest version-2 entry (key, seven one-byte varints).
+const ENTRY_MIN_LEN: usize = 5 + 7;
+/// The longest varint of a u64.
+const VARINT_MAX: usize = 10;
+
+fn put_varint(out: &mut Vec<u8>, mut x: u64) {
+    while x >= 0x80 {
+        out.push((x as u8) | 0x80);
+        x >>= 7;
+    }
+    out.push(x as u8);
+}
 
 /// Which maps a baseline belongs to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,7 +68,7 @@ pub(crate) struct Baseline {
     /// Health counters, indexed by `portwatch_common::CNT_*`.
     pub counters: [u64; COUNTERS_LEN],
     /// Per-port totals.
-    pub totals: HashMap<PortKey, PortCounters>,
+    pub totals: PortTotals,
 }
 
 /// Why a state file could not be used.
@@ -80,7 +102,9 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 
 /// Serialises `id` and `b` (little-endian, FNV-1a checksum at the end).
 pub(crate) fn encode(id: &Identity, b: &Baseline) -> Vec<u8> {
-    let mut out = Vec::with_capacity(128 + b.totals.len() * ENTRY_LEN);
+    // Sized for the worst case so the buffer is never reallocated (a doubling copy of a
+    // 65,537-port baseline was the largest allocation of an interval).
+    let mut out = Vec::with_capacity(HEADER_LEN + b.totals.len() * (5 + 7 * VARINT_MAX) + 8);
     out.extend_from_slice(MAGIC);
     let mut boot = [b' '; BOOT_ID_LEN];
     let src = id.boot_id.as_bytes();
@@ -95,18 +119,15 @@ pub(crate) fn encode(id: &Identity, b: &Baseline) -> Vec<u8> {
     for c in b.counters {
         out.extend_from_slice(&c.to_le_bytes());
     }
-    // Sorted, so equal baselines give equal files.
-    let mut keys: Vec<&PortKey> = b.totals.keys().collect();
-    keys.sort_by_key(|k| (k.proto, k.port, k.side, k.dir));
-    out.extend_from_slice(&(keys.len() as u64).to_le_bytes());
-    for k in keys {
-        let v = &b.totals[k];
+    // In key order, so equal baselines give equal files.
+    out.extend_from_slice(&(b.totals.len() as u64).to_le_bytes());
+    for (k, v) in b.totals.iter() {
         out.extend_from_slice(&k.port.to_le_bytes());
-        out.extend_from_slice(&[k.proto, k.side, k.dir, 0, 0, 0]);
+        out.extend_from_slice(&[k.proto, k.side, k.dir]);
         for x in [
             v.packets, v.segments, v.bytes, v.syn, v.synack, v.fin, v.rst,
         ] {
-            out.extend_from_slice(&x.to_le_bytes());
+            put_varint(&mut out, x);
         }
     }
     let sum = fnv1a(&out);
@@ -132,6 +153,22 @@ impl<'a> Reader<'a> {
     fn u64(&mut self) -> Option<u64> {
         Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
     }
+    /// A LEB128 varint of at most ten bytes whose bits fit a u64.
+    fn varint(&mut self) -> Option<u64> {
+        let mut x = 0u64;
+        for i in 0..VARINT_MAX {
+            let b = *self.take(1)?.first()?;
+            let bits = u64::from(b & 0x7f);
+            if i == VARINT_MAX - 1 && bits > 1 {
+                return None;
+            }
+            x |= bits << (7 * i);
+            if b & 0x80 == 0 {
+                return Some(x);
+            }
+        }
+        None
+    }
 }
 
 /// Parses what [`encode`] wrote.
@@ -140,9 +177,14 @@ pub(crate) fn decode(path: &Path, bytes: &[u8]) -> Result<(Identity, Baseline), 
         path: path.to_owned(),
         what: what.to_owned(),
     };
-    if bytes.len() < MAGIC.len() + 8 || &bytes[..MAGIC.len()] != MAGIC {
-        return Err(corrupt("expected the PWBASE01 header"));
+    if bytes.len() < MAGIC.len() + 8 {
+        return Err(corrupt("expected the PWBASE02 or PWBASE01 header"));
     }
+    let v1 = match &bytes[..MAGIC.len()] {
+        m if m == MAGIC => false,
+        m if m == MAGIC_V1 => true,
+        _ => return Err(corrupt("expected the PWBASE02 or PWBASE01 header")),
+    };
     let (body, sum) = bytes.split_at(bytes.len() - 8);
     let stored = u64::from_le_bytes(sum.try_into().map_err(|_| corrupt("short checksum"))?);
     if fnv1a(body) != stored {
@@ -168,12 +210,13 @@ pub(crate) fn decode(path: &Path, bytes: &[u8]) -> Result<(Identity, Baseline), 
         }
     }
     let n = r.u64().ok_or_else(short)?;
-    if n > (body.len() / ENTRY_LEN) as u64 {
+    let min_len = if v1 { ENTRY_LEN_V1 } else { ENTRY_MIN_LEN };
+    if n > (body.len() / min_len) as u64 {
         return Err(corrupt("entry count larger than the file"));
     }
-    let mut totals = HashMap::with_capacity(n as usize);
+    let mut totals = Vec::with_capacity(n as usize);
     for _ in 0..n {
-        let e = r.take(ENTRY_LEN).ok_or_else(short)?;
+        let e = r.take(if v1 { 8 } else { 5 }).ok_or_else(short)?;
         let key = PortKey {
             port: u16::from_le_bytes([e[0], e[1]]),
             proto: e[2],
@@ -181,21 +224,27 @@ pub(crate) fn decode(path: &Path, bytes: &[u8]) -> Result<(Identity, Baseline), 
             dir: e[4],
             _pad: [0; 3],
         };
-        let f = |i: usize| {
-            let o = 8 + i * 8;
-            u64::from_le_bytes(e[o..o + 8].try_into().unwrap_or_default())
-        };
+        let mut f = [0u64; 7];
+        for x in &mut f {
+            *x = if v1 {
+                r.u64().ok_or_else(short)?
+            } else {
+                r.varint().ok_or_else(|| corrupt("bad varint"))?
+            };
+        }
+        let [packets, segments, bytes, syn, synack, fin, rst] = f;
         let v = PortCounters {
-            packets: f(0),
-            segments: f(1),
-            bytes: f(2),
-            syn: f(3),
-            synack: f(4),
-            fin: f(5),
-            rst: f(6),
+            packets,
+            segments,
+            bytes,
+            syn,
+            synack,
+            fin,
+            rst,
         };
-        totals.insert(key, v);
+        totals.push((key, v));
     }
+    let totals = PortTotals::from_sums(totals);
     if r.at != body.len() {
         return Err(corrupt("trailing bytes"));
     }
@@ -245,18 +294,37 @@ pub(crate) fn save(
 pub(crate) const PIN_NAME: &str = "PW_BASELINE";
 const CHUNK: usize = 64 * 1024;
 
-/// `bytes` as the values of the baseline array: an 8-byte little-endian length, the bytes, zero
-/// padding to a whole number of `CHUNK`-byte chunks (at least one).
+/// How many `CHUNK`-byte values [`fill_chunk`] makes of `len` bytes (at least one).
+fn chunk_count(len: usize) -> usize {
+    (len + 8).div_ceil(CHUNK)
+}
+
+/// Fills `chunk` (`CHUNK` bytes) with value `i` of the baseline array holding `bytes`: an
+/// 8-byte little-endian length, the bytes, zero padding to a whole number of chunks. One
+/// chunk at a time, so writing needs no framed copy of the whole baseline.
+fn fill_chunk(bytes: &[u8], i: usize, chunk: &mut [u8]) {
+    chunk.fill(0);
+    // The chunk covers bytes [i * CHUNK, (i + 1) * CHUNK) of length ++ bytes (CHUNK > 8).
+    let start = i * CHUNK;
+    if i == 0 {
+        chunk[..8].copy_from_slice(&(bytes.len() as u64).to_le_bytes());
+    }
+    let from = start.saturating_sub(8);
+    let to = (start + CHUNK).saturating_sub(8).min(bytes.len());
+    if from < to {
+        let dst = (from + 8) - start;
+        chunk[dst..dst + (to - from)].copy_from_slice(&bytes[from..to]);
+    }
+}
+
+/// `bytes` as the values of the baseline array (see [`fill_chunk`]).
+#[cfg(test)]
 fn frame(bytes: &[u8]) -> Vec<Vec<u8>> {
-    let mut payload = Vec::with_capacity(bytes.len() + 8);
-    payload.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
-    payload.extend_from_slice(bytes);
-    payload
-        .chunks(CHUNK)
-        .map(|c| {
-            let mut v = c.to_vec();
-            v.resize(CHUNK, 0);
-            v
+    (0..chunk_count(bytes.len()))
+        .map(|i| {
+            let mut c = vec![0u8; CHUNK];
+            fill_chunk(bytes, i, &mut c);
+            c
         })
         .collect()
 }
@@ -327,11 +395,13 @@ impl BaselineStore for BpffsStore {
     }
 
     fn write(&self, bytes: &[u8]) -> Result<(), StateError> {
-        let chunks = frame(bytes);
-        let fd = sys::array_create("pw_baseline", CHUNK as u32, chunks.len() as u32)
+        let n = chunk_count(bytes.len());
+        let fd = sys::array_create("pw_baseline", CHUNK as u32, n as u32)
             .map_err(self.io("BPF_MAP_CREATE"))?;
-        for (i, c) in chunks.iter().enumerate() {
-            sys::array_set(fd.as_fd(), i as u32, c).map_err(self.io("write chunk"))?;
+        let mut chunk = vec![0u8; CHUNK];
+        for i in 0..n {
+            fill_chunk(bytes, i, &mut chunk);
+            sys::array_set(fd.as_fd(), i as u32, &chunk).map_err(self.io("write chunk"))?;
         }
         let tmp = self.tmp();
         let _ = fs::remove_file(&tmp);
@@ -368,7 +438,7 @@ mod tests {
     use super::*;
 
     fn sample() -> (Identity, Baseline) {
-        let mut totals = HashMap::new();
+        let mut totals = PortTotals::default();
         totals.insert(
             PortKey {
                 port: 53,
@@ -416,9 +486,9 @@ mod tests {
 
     #[test]
     fn framing_spans_chunks_and_needs_every_one() {
-        // 3,000 keys: about 190 KB encoded, four chunks.
+        // 10,000 keys of about 23 bytes (a 10-byte varint each): about 230 KB, four chunks.
         let (id, mut b) = sample();
-        for port in 0..3_000u16 {
+        for port in 0..10_000u16 {
             let k = PortKey {
                 port,
                 proto: 6,
@@ -449,6 +519,111 @@ mod tests {
         assert_eq!(back, &bytes[..]);
         let (id2, b2) = decode(Path::new("x"), back).unwrap();
         assert_eq!((id2, b2), (id, b));
+    }
+
+    /// `b` in the version-1 layout (fixed 64-byte entries), as agents before PWBASE02 wrote it.
+    fn encode_v1(id: &Identity, b: &Baseline) -> Vec<u8> {
+        let mut out = MAGIC_V1.to_vec();
+        let mut boot = [b' '; BOOT_ID_LEN];
+        boot[..id.boot_id.len()].copy_from_slice(id.boot_id.as_bytes());
+        out.extend_from_slice(&boot);
+        out.extend_from_slice(&id.totals_map_id.to_le_bytes());
+        out.extend_from_slice(&id.counters_map_id.to_le_bytes());
+        out.extend_from_slice(&b.seq.to_le_bytes());
+        out.extend_from_slice(&b.last_end.to_le_bytes());
+        out.extend_from_slice(&(COUNTERS_LEN as u32).to_le_bytes());
+        for c in b.counters {
+            out.extend_from_slice(&c.to_le_bytes());
+        }
+        out.extend_from_slice(&(b.totals.len() as u64).to_le_bytes());
+        for (k, v) in b.totals.iter() {
+            out.extend_from_slice(&k.port.to_le_bytes());
+            out.extend_from_slice(&[k.proto, k.side, k.dir, 0, 0, 0]);
+            for x in [
+                v.packets, v.segments, v.bytes, v.syn, v.synack, v.fin, v.rst,
+            ] {
+                out.extend_from_slice(&x.to_le_bytes());
+            }
+        }
+        let sum = fnv1a(&out);
+        out.extend_from_slice(&sum.to_le_bytes());
+        out
+    }
+
+    #[test]
+    fn a_version_1_baseline_is_still_read_and_the_new_one_is_smaller() {
+        let (id, mut b) = sample();
+        for port in 0..1_000u16 {
+            b.totals.insert(
+                PortKey {
+                    port,
+                    proto: 17,
+                    side: 1,
+                    dir: 0,
+                    _pad: [0; 3],
+                },
+                PortCounters {
+                    packets: u64::from(port) * 28,
+                    segments: u64::from(port) * 28,
+                    bytes: u64::from(port) * 28 * 64,
+                    ..PortCounters::default()
+                },
+            );
+        }
+        let old = encode_v1(&id, &b);
+        assert_eq!(
+            decode(Path::new("x"), &old).unwrap(),
+            (id.clone(), b.clone())
+        );
+        let new = encode(&id, &b);
+        assert_eq!(&new[..8], b"PWBASE02");
+        assert_eq!(decode(Path::new("x"), &new).unwrap(), (id, b));
+        assert!(
+            new.len() * 3 < old.len(),
+            "{} bytes against {} in version 1",
+            new.len(),
+            old.len()
+        );
+    }
+
+    #[test]
+    fn varints_cover_the_whole_range_and_overlong_ones_are_refused() {
+        for x in [
+            0,
+            1,
+            127,
+            128,
+            16_383,
+            16_384,
+            u64::from(u32::MAX),
+            u64::MAX - 1,
+            u64::MAX,
+        ] {
+            let mut buf = Vec::new();
+            put_varint(&mut buf, x);
+            assert!(buf.len() <= VARINT_MAX);
+            let mut r = Reader { buf: &buf, at: 0 };
+            assert_eq!(r.varint(), Some(x), "{x}");
+            assert_eq!(r.at, buf.len());
+        }
+        // Eleven bytes, or a tenth byte carrying more than the 64th bit.
+        let mut r = Reader {
+            buf: &[0x80; 11],
+            at: 0,
+        };
+        assert_eq!(r.varint(), None);
+        let mut too_big = vec![0xff; 9];
+        too_big.push(0x02);
+        let mut r = Reader {
+            buf: &too_big,
+            at: 0,
+        };
+        assert_eq!(r.varint(), None);
+        let mut r = Reader {
+            buf: &[0x80, 0x80],
+            at: 0,
+        };
+        assert_eq!(r.varint(), None, "ends inside a varint");
     }
 
     #[test]
