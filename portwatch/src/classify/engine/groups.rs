@@ -93,17 +93,39 @@ pub(super) struct PeerRec {
     pub(super) bytes: u64,
 }
 
-/// A group with its peers worked out: key, group, where its top peers are in the finished
-/// groups' peer list, distinct peers, peers outside zones (at most [`MAX_OUTSIDE`]) and how
-/// many there were.
-pub(super) type FinishedGroup = (
-    GroupKey,
-    Group,
-    std::ops::Range<usize>,
-    u64,
-    Vec<IpAddr>,
-    u64,
-);
+/// The groups with their peers worked out ([`Groups::finish`]). The groups stay where they
+/// were built and the per-group results sit in vectors of their own, by group id: no group is
+/// copied (a flood of distinct port pairs makes a group per flow, and a copy of all of them
+/// was the largest allocation of a classification).
+pub(super) struct Finished {
+    /// The groups by id (as [`Groups::add_flow`] numbered them).
+    pub(super) groups: Vec<(GroupKey, Group)>,
+    /// Per group id: where its top peers (by bytes, then address) are in `peers`, and its
+    /// number of distinct peers.
+    pub(super) top: Vec<(std::ops::Range<usize>, u64)>,
+    /// Only for the groups that have any, by ascending id: the peers outside the entry's zones
+    /// (sorted, at most [`MAX_OUTSIDE`]) and how many there were.
+    pub(super) outside: Vec<(u32, Vec<IpAddr>, u64)>,
+    /// Every group's top peers, one list.
+    pub(super) peers: Vec<PeerStat>,
+}
+
+impl Finished {
+    /// Group ids in key order.
+    pub(super) fn ids_by_key(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> = (0..self.groups.len() as u32).collect();
+        ids.sort_unstable_by_key(|&id| self.groups[id as usize].0);
+        ids
+    }
+
+    /// The peers outside zones of group `id` and how many there were (taken: asked once).
+    pub(super) fn take_outside(&mut self, id: u32) -> (Vec<IpAddr>, u64) {
+        match self.outside.binary_search_by_key(&id, |o| o.0) {
+            Ok(i) => (std::mem::take(&mut self.outside[i].1), self.outside[i].2),
+            Err(_) => (Vec::new(), 0),
+        }
+    }
+}
 
 /// The groups findings are built from, plus the per-flow peer log.
 #[derive(Default)]
@@ -161,11 +183,18 @@ impl Groups {
     /// Per group: the top peers (by bytes, then address) and the number of distinct peers;
     /// and the peers outside zones (sorted, at most [`MAX_OUTSIDE`]) with their count. Every
     /// group's top peers are in the one list returned alongside (a flood makes a group per
-    /// flow: no vector per group).
-    pub(super) fn finish(self) -> (Vec<FinishedGroup>, Vec<PeerStat>) {
-        let mut peers = self.peers;
+    /// flow: no vector per group). The index and the per-flow peer log are freed as soon as
+    /// they are done with.
+    pub(super) fn finish(self) -> Finished {
+        let Groups {
+            index,
+            groups,
+            mut peers,
+            outside,
+        } = self;
+        drop(index);
         peers.sort_unstable_by_key(|p| (p.group, p.addr));
-        let n = self.groups.len();
+        let n = groups.len();
         let mut top: Vec<(std::ops::Range<usize>, u64)> = vec![(0..0, 0); n];
         let mut flat: Vec<PeerStat> = Vec::new();
         let mut all: Vec<PeerStat> = Vec::new();
@@ -200,24 +229,27 @@ impl Groups {
             top[g as usize] = (flat.len()..flat.len() + all.len(), distinct);
             flat.extend_from_slice(&all);
         }
-        let mut outside = self.outside;
+        drop(peers);
+        let mut outside = outside;
         outside.sort_unstable();
         outside.dedup();
-        let mut out: Vec<(Vec<IpAddr>, u64)> = (0..n).map(|_| (Vec::new(), 0)).collect();
+        let mut sparse: Vec<(u32, Vec<IpAddr>, u64)> = Vec::new();
         for (g, a) in outside {
-            let o = &mut out[g as usize];
-            o.1 += 1;
-            if o.0.len() < MAX_OUTSIDE {
-                o.0.push(a);
+            match sparse.last_mut() {
+                Some(o) if o.0 == g => {
+                    o.2 += 1;
+                    if o.1.len() < MAX_OUTSIDE {
+                        o.1.push(a);
+                    }
+                }
+                _ => sparse.push((g, vec![a], 1)),
             }
         }
-        let finished = self
-            .groups
-            .into_iter()
-            .zip(top)
-            .zip(out)
-            .map(|(((k, g), (p, pt)), (o, ot))| (k, g, p, pt, o, ot))
-            .collect();
-        (finished, flat)
+        Finished {
+            groups,
+            top,
+            outside: sparse,
+            peers: flat,
+        }
     }
 }

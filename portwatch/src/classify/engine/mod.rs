@@ -302,16 +302,19 @@ pub(crate) fn run(input: &ClassifyInput<'_>) -> Findings {
     let mut used_ports: BTreeMap<usize, BTreeSet<u16>> = BTreeMap::new();
     let mut unknown: Vec<UnknownGroup> = Vec::new();
     let by_idx: BTreeMap<usize, &Rule> = ctx.rules.iter().map(|r| (r.idx, r)).collect();
-    let (mut finished, flat_peers) = groups.finish();
-    finished.sort_unstable_by_key(|x| x.0);
-    for (key, g, peers, peers_total, outside, outside_total) in finished {
-        let mut fd = match key {
+    let mut finished = groups.finish();
+    let flat_peers = std::mem::take(&mut finished.peers);
+    for id in finished.ids_by_key() {
+        let key = finished.groups[id as usize].0;
+        let (peers, peers_total) = finished.top[id as usize].clone();
+        let (mut fd, g) = match key {
             GroupKey::Entry {
                 kind,
                 rule,
                 transport,
                 role,
             } => {
+                let g = std::mem::take(&mut finished.groups[id as usize].1);
                 let r = by_idx[&rule];
                 if matches!(kind, EntryKind::Documented | EntryKind::PeerOutsideZone) {
                     used.insert(rule);
@@ -319,15 +322,18 @@ pub(crate) fn run(input: &ClassifyInput<'_>) -> Findings {
                 }
                 let fk = match kind {
                     EntryKind::Documented => FindingKind::Documented,
-                    EntryKind::PeerOutsideZone => FindingKind::PeerOutsideZone {
-                        allowed: r
-                            .allowed_peers(role)
-                            .iter()
-                            .map(|p| p.to_string())
-                            .collect(),
-                        outside,
-                        outside_total,
-                    },
+                    EntryKind::PeerOutsideZone => {
+                        let (outside, outside_total) = finished.take_outside(id);
+                        FindingKind::PeerOutsideZone {
+                            allowed: r
+                                .allowed_peers(role)
+                                .iter()
+                                .map(|p| p.to_string())
+                                .collect(),
+                            outside,
+                            outside_total,
+                        }
+                    }
                     EntryKind::WrongDirection => FindingKind::WrongDirection {
                         expected: r.r.direction.clone(),
                         observed: role,
@@ -345,7 +351,7 @@ pub(crate) fn run(input: &ClassifyInput<'_>) -> Findings {
                 fd.entry = Some(r.r.clone());
                 fd.transport = Some(transport);
                 fd.role = Some(role);
-                fd
+                (fd, g)
             }
             GroupKey::Undocumented {
                 transport, role, ..
@@ -353,7 +359,7 @@ pub(crate) fn run(input: &ClassifyInput<'_>) -> Findings {
                 let mut fd = Finding::new(FindingKind::Undocumented);
                 fd.transport = Some(transport);
                 fd.role = Some(role);
-                fd
+                (fd, std::mem::take(&mut finished.groups[id as usize].1))
             }
             GroupKey::Unknown {
                 transport,
@@ -361,13 +367,14 @@ pub(crate) fn run(input: &ClassifyInput<'_>) -> Findings {
                 reason,
                 ..
             } => {
-                // Built once it is known which ones are listed (see `unknown_findings`).
-                used.extend(g.candidates.iter().copied());
+                // Built once it is known which ones are listed (see `unknown_findings`); the
+                // group stays where it is until then.
+                used.extend(finished.groups[id as usize].1.candidates.iter().copied());
                 unknown.push(UnknownGroup {
                     transport,
                     remote,
                     reason,
-                    g,
+                    id,
                     peers: &flat_peers[peers],
                     peers_total,
                 });
@@ -383,7 +390,12 @@ pub(crate) fn run(input: &ClassifyInput<'_>) -> Findings {
         fd.peers_total = peers_total;
         out.push(fd);
     }
-    out.extend(unknown_findings(unknown, &by_idx, &totals));
+    out.extend(unknown_findings(
+        unknown,
+        &mut finished.groups,
+        &by_idx,
+        &totals,
+    ));
 
     // Entries without traffic.
     let mut entries = EntrySummary {

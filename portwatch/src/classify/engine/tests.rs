@@ -1,6 +1,6 @@
 //! Tests of the engine's internals: the port index, range searches of the totals, the
 //! unknown-direction cap and group ports.
-use super::groups::GroupPorts;
+use super::groups::{Group, GroupKey, GroupPorts};
 use super::*;
 use crate::classify::NodeInfo;
 use crate::classify::findings::Traffic;
@@ -161,8 +161,8 @@ fn totals_searched_by_range_agree_with_a_scan_for_every_entry() {
 }
 
 /// Unknown-direction groups with bytes that tie and differ, one or several ports, and
-/// peers shared between groups; the same every call.
-fn unknown_groups(n: usize, flat: &[PeerStat]) -> Vec<UnknownGroup<'_>> {
+/// peers shared between groups, and the groups they stand for (by id); the same every call.
+fn unknown_groups(n: usize, flat: &[PeerStat]) -> (Vec<UnknownGroup<'_>>, Vec<(GroupKey, Group)>) {
     (0..n)
         .map(|i| {
             let mut g = Group {
@@ -183,16 +183,27 @@ fn unknown_groups(n: usize, flat: &[PeerStat]) -> Vec<UnknownGroup<'_>> {
             // Group i's peers: (i % 9) * 3 .. + 1 + i % 3 of the flat list.
             let at = (i % 9) * 3;
             let peers = &flat[at..at + 1 + i % 3];
-            UnknownGroup {
-                transport: [Transport::Udp, Transport::Tcp][i % 2],
+            let transport = [Transport::Udp, Transport::Tcp][i % 2];
+            let reason = UnknownReason::AmbiguousPorts;
+            let key = GroupKey::Unknown {
+                transport,
+                local: 7000,
                 remote: i as u16,
-                reason: UnknownReason::AmbiguousPorts,
-                g,
-                peers_total: peers.len() as u64,
-                peers,
-            }
+                reason,
+            };
+            (
+                UnknownGroup {
+                    transport,
+                    remote: i as u16,
+                    reason,
+                    id: i as u32,
+                    peers_total: peers.len() as u64,
+                    peers,
+                },
+                (key, g),
+            )
         })
-        .collect()
+        .unzip()
 }
 
 /// How the capped list was made before only the listed groups were built: every finding
@@ -249,12 +260,15 @@ fn only_the_listed_unknown_groups_are_built_and_the_list_is_unchanged() {
                 bytes: 64,
             })
             .collect();
-        let all: Vec<Finding> = unknown_groups(count, &flat)
+        let (unknown, groups) = unknown_groups(count, &flat);
+        let all: Vec<Finding> = unknown
             .into_iter()
-            .map(|u| u.finding(&by_idx, &totals))
+            .zip(groups)
+            .map(|(u, (_, g))| u.finding(g, &by_idx, &totals))
             .collect();
+        let (unknown, mut groups) = unknown_groups(count, &flat);
         assert_eq!(
-            unknown_findings(unknown_groups(count, &flat), &by_idx, &totals),
+            unknown_findings(unknown, &mut groups, &by_idx, &totals),
             cap_by_sorting(all),
             "{count} groups"
         );

@@ -1,39 +1,33 @@
 //! Unknown-direction groups into findings: the biggest listed one by one, the rest summed.
 use super::*;
 
-/// An unknown-direction group waiting to become a finding.
+/// An unknown-direction group waiting to become a finding; the group itself stays with the
+/// finished groups (see [`Finished`]) until it is built or summed.
 pub(super) struct UnknownGroup<'p> {
     pub(super) transport: Transport,
     pub(super) remote: u16,
     pub(super) reason: UnknownReason,
-    pub(super) g: Group,
+    /// The group's id among the finished groups.
+    pub(super) id: u32,
     pub(super) peers: &'p [PeerStat],
     pub(super) peers_total: u64,
 }
 
 impl UnknownGroup<'_> {
-    /// The finding's port: the local port, when the group saw exactly one.
-    pub(super) fn port(&self) -> Option<u16> {
-        self.g.ports.single()
-    }
-
+    /// The finding of this group, `g`.
     pub(super) fn finding(
         self,
+        g: Group,
         by_idx: &BTreeMap<usize, &Rule<'_>>,
         totals: &PortTotals,
     ) -> Finding {
         let mut fd = Finding::new(FindingKind::UnknownDirection {
             reason: self.reason,
             remote_port: Some(self.remote),
-            candidates: self
-                .g
-                .candidates
-                .iter()
-                .map(|i| by_idx[i].r.clone())
-                .collect(),
+            candidates: g.candidates.iter().map(|i| by_idx[i].r.clone()).collect(),
         });
         fd.transport = Some(self.transport);
-        fill_evidence(&mut fd, self.g, totals, Side::Local);
+        fill_evidence(&mut fd, g, totals, Side::Local);
         fd.peers = self.peers.to_vec();
         fd.peers_total = self.peers_total;
         fd
@@ -41,28 +35,34 @@ impl UnknownGroup<'_> {
 }
 
 /// The unknown-direction findings: the [`MAX_UNKNOWN_GROUPS`] biggest groups (most bytes
-/// first, then the report's order: transport, port; then group order) one by one, the rest
-/// summed into one finding. Only the listed ones are built (a flood of distinct port pairs
-/// makes a group per flow).
+/// first, then the report's order: transport, port (the local port, when the group saw exactly
+/// one); then group order) one by one, the rest summed into one finding. Only the listed ones
+/// are built (a flood of distinct port pairs makes a group per flow). `all` holds the groups
+/// by id; the listed ones are taken out of it.
 pub(super) fn unknown_findings(
     groups: Vec<UnknownGroup<'_>>,
+    all: &mut [(GroupKey, Group)],
     by_idx: &BTreeMap<usize, &Rule<'_>>,
     totals: &PortTotals,
 ) -> Vec<Finding> {
     if groups.len() <= MAX_UNKNOWN_GROUPS {
         return groups
             .into_iter()
-            .map(|u| u.finding(by_idx, totals))
+            .map(|u| {
+                let g = std::mem::take(&mut all[u.id as usize].1);
+                u.finding(g, by_idx, totals)
+            })
             .collect();
     }
     let mut order: Vec<(std::cmp::Reverse<u64>, Transport, Option<u16>, usize)> = groups
         .iter()
         .enumerate()
         .map(|(i, u)| {
+            let g = &all[u.id as usize].1;
             (
-                std::cmp::Reverse(u.g.traffic.bytes()),
+                std::cmp::Reverse(g.traffic.bytes()),
                 u.transport,
-                u.port(),
+                g.ports.single(),
                 i,
             )
         })
@@ -83,9 +83,12 @@ pub(super) fn unknown_findings(
     let mut peers: BTreeSet<IpAddr> = BTreeSet::new();
     for (u, slot) in groups.into_iter().zip(slot) {
         match slot {
-            Some(rank) => listed[rank] = Some(u.finding(by_idx, totals)),
+            Some(rank) => {
+                let g = std::mem::take(&mut all[u.id as usize].1);
+                listed[rank] = Some(u.finding(g, by_idx, totals));
+            }
             None => {
-                sum.traffic.add(&u.g.traffic);
+                sum.traffic.add(&all[u.id as usize].1.traffic);
                 peers.extend(u.peers.iter().map(|p| p.addr));
             }
         }
