@@ -396,8 +396,8 @@ pub struct FlowTable {
     index: Vec<u64>,
     mask: usize,
     entries: Vec<Entry>,
-    /// Per-port totals keyed by [`port_key`].
-    ports: HashMap<u64, PortCounts, Hasher>,
+    /// Per-port totals.
+    ports: PortTotals,
     health: Health,
     start: UnixNanos,
 }
@@ -417,7 +417,7 @@ impl FlowTable {
             index: vec![0; buckets],
             mask: buckets - 1,
             entries: Vec::with_capacity(capacity.min(MIN_BUCKETS / 2)),
-            ports: HashMap::default(),
+            ports: PortTotals::default(),
             health: Health::default(),
             start,
         }
@@ -720,30 +720,19 @@ impl FlowTable {
 
     fn add_ports(&mut self, t: Transport, local: u16, remote: u16, out: bool, pc: &PortCounts) {
         let dir = if out { Direction::Out } else { Direction::In };
-        for (side, port) in [(Side::Local, local), (Side::Remote, remote)] {
-            self.ports
-                .entry(port_key(t, port, side, dir))
-                .or_default()
-                .add(pc);
-        }
+        self.ports.add(t, local, Side::Local, dir, pc);
+        self.ports.add(t, remote, Side::Remote, dir, pc);
     }
 
     /// Ends the interval at `end`: returns everything seen since the last drain and starts a
     /// new, empty interval.
     pub fn drain(&mut self, end: UnixNanos) -> Snapshot {
-        let mut flows: Vec<FlowRecord> = Vec::with_capacity(self.entries.len());
         let entries = std::mem::take(&mut self.entries);
+        // The per-port totals of held flows, one pass in arrival order.
         for e in &entries {
             let transport = Transport::from_proto(e.meta as u8);
-            let a = endpoint(e.a, e.meta & (1 << 8) != 0, (e.ports >> 16) as u16);
-            let b = endpoint(e.b, e.meta & (1 << 9) != 0, e.ports as u16);
-            let (local, remote) = if e.meta & LOCAL_IS_A != 0 {
-                (a, b)
-            } else {
-                (b, a)
-            };
-            let [inb, outb] = e.dirs;
-            for (out, c) in [(false, &inb), (true, &outb)] {
+            let (local, remote) = ends(e.meta, e.ports);
+            for (out, c) in [(false, &e.dirs[0]), (true, &e.dirs[1])] {
                 if c.packets == 0 {
                     continue;
                 }
@@ -756,55 +745,159 @@ impl FlowTable {
                     fin: u64::from(c.fin),
                     rst: u64::from(c.rst),
                 };
-                self.add_ports(transport, local.port, remote.port, out, &pc);
+                self.add_ports(transport, local, remote, out, &pc);
             }
-            let [flags_in, flags_out] = e.flags;
-            flows.push(FlowRecord {
-                key: FlowKey {
-                    transport,
-                    local,
-                    remote,
-                },
-                stats: FlowStats {
-                    inbound: Counts {
-                        packets: inb.packets,
-                        bytes: inb.bytes,
-                    },
-                    outbound: Counts {
-                        packets: outb.packets,
-                        bytes: outb.bytes,
-                    },
-                    flags_in: TcpFlags(flags_in),
-                    flags_out: TcpFlags(flags_out),
-                    syn_in: inb.syn,
-                    syn_out: outb.syn,
-                    first_seen: e.first_seen,
-                    last_seen: e.last_seen,
-                },
-                vantage_known: e.bits & KNOWN != 0,
-            });
+        }
+        // Sorted by FlowKey's order, through packed integer keys computed from the entries
+        // (comparing FlowKeys walks enums); the sort moves (key, position) pairs, and the
+        // records are built once, in order. Every held flow has its own key, so the order is
+        // total.
+        let mut keyed: Vec<(FlowOrder, u32)> = entries
+            .iter()
+            .zip(0u32..)
+            .map(|(e, i)| (entry_order(e), i))
+            .collect();
+        keyed.sort_unstable_by_key(|x| x.0);
+        let mut flows: Vec<FlowRecord> = Vec::with_capacity(entries.len());
+        for (j, (_, i)) in keyed.iter().enumerate() {
+            // The entries are read in key order, not memory order: fetch a few ahead.
+            if let Some((_, ahead)) = keyed.get(j + 8) {
+                prefetch(entries.as_ptr().wrapping_add(*ahead as usize));
+                prefetch(
+                    entries
+                        .as_ptr()
+                        .wrapping_add(*ahead as usize)
+                        .cast::<u8>()
+                        .wrapping_add(64),
+                );
+            }
+            if let Some(e) = entries.get(*i as usize) {
+                flows.push(record(e));
+            }
         }
         // Keep the allocations for the next interval.
         self.entries = entries;
         self.entries.clear();
         self.index.fill(0);
-        // Sorted by FlowKey's order, through integer keys (comparing FlowKeys walks enums).
-        // The sort moves (key, position) pairs, not the records (a third of the bytes); every
-        // held flow has its own key, so the order is total.
-        let mut keyed: Vec<(FlowOrder, u32)> = flows
-            .iter()
-            .zip(0u32..)
-            .map(|(f, i)| (flow_order(&f.key), i))
-            .collect();
-        keyed.sort_unstable_by_key(|x| x.0);
-        let flows: Vec<FlowRecord> = keyed
-            .iter()
-            .filter_map(|(_, i)| flows.get(*i as usize).copied())
-            .collect();
-        let mut ports: Vec<(u64, PortCounts)> = self.ports.drain().collect();
-        ports.sort_unstable_by_key(|(k, _)| *k);
-        let ports: Vec<PortTotal> = ports
-            .into_iter()
+        let ports = self.ports.drain_sorted();
+        let snap = Snapshot {
+            start: self.start,
+            end,
+            flows,
+            ports,
+            health: std::mem::take(&mut self.health),
+        };
+        self.start = end;
+        snap
+    }
+}
+
+/// The flow record of a held entry.
+#[inline]
+fn record(e: &Entry) -> FlowRecord {
+    let transport = Transport::from_proto(e.meta as u8);
+    let a = endpoint(e.a, e.meta & (1 << 8) != 0, (e.ports >> 16) as u16);
+    let b = endpoint(e.b, e.meta & (1 << 9) != 0, e.ports as u16);
+    let (local, remote) = if e.meta & LOCAL_IS_A != 0 {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    let [inb, outb] = e.dirs;
+    let [flags_in, flags_out] = e.flags;
+    FlowRecord {
+        key: FlowKey {
+            transport,
+            local,
+            remote,
+        },
+        stats: FlowStats {
+            inbound: Counts {
+                packets: inb.packets,
+                bytes: inb.bytes,
+            },
+            outbound: Counts {
+                packets: outb.packets,
+                bytes: outb.bytes,
+            },
+            flags_in: TcpFlags(flags_in),
+            flags_out: TcpFlags(flags_out),
+            syn_in: inb.syn,
+            syn_out: outb.syn,
+            first_seen: e.first_seen,
+            last_seen: e.last_seen,
+        },
+        vantage_known: e.bits & KNOWN != 0,
+    }
+}
+
+/// Per-port totals: TCP and UDP ports (nearly every update) in a dense slot table, one add
+/// each, the other transports (ICMP type/code, SCTP, other protocols) in a hash map.
+#[derive(Debug, Default)]
+struct PortTotals {
+    /// For TCP and UDP: `dense_slot(..)` -> position in `dense` + 1, 0 when unused; empty
+    /// until the first TCP or UDP total.
+    slots: Vec<u32>,
+    /// The TCP and UDP totals in first-use order, with their [`port_key`].
+    dense: Vec<(u64, PortCounts)>,
+    /// Everything else, keyed by [`port_key`].
+    other: HashMap<u64, PortCounts, Hasher>,
+}
+
+/// Slots of the dense table: 2 transports x 65,536 ports x 2 sides x 2 directions.
+const DENSE_SLOTS: usize = 2 << 18;
+
+impl PortTotals {
+    #[inline]
+    fn add(&mut self, t: Transport, port: u16, side: Side, dir: Direction, pc: &PortCounts) {
+        let t_idx = match t {
+            Transport::Tcp => 0usize,
+            Transport::Udp => 1,
+            _ => {
+                self.other
+                    .entry(port_key(t, port, side, dir))
+                    .or_default()
+                    .add(pc);
+                return;
+            }
+        };
+        if self.slots.is_empty() {
+            self.slots = vec![0; DENSE_SLOTS];
+        }
+        let slot = (t_idx << 18)
+            | (usize::from(port) << 2)
+            | (usize::from(side == Side::Remote) << 1)
+            | usize::from(dir == Direction::Out);
+        let Some(s) = self.slots.get_mut(slot) else {
+            return;
+        };
+        if *s == 0 {
+            self.dense.push((port_key(t, port, side, dir), PortCounts::default()));
+            *s = self.dense.len() as u32;
+        }
+        if let Some((_, c)) = self.dense.get_mut(*s as usize - 1) {
+            c.add(pc);
+        }
+    }
+
+    /// Every total in key order; leaves the totals empty (the slot table is kept).
+    fn drain_sorted(&mut self) -> Vec<PortTotal> {
+        let mut all: Vec<(u64, PortCounts)> = std::mem::take(&mut self.dense);
+        // Unused slots again: only the used ones are cleared (at most a few per flow).
+        for (k, _) in &all {
+            let (t, port, side, dir) = port_key_parts(*k);
+            let t_idx = usize::from(t != Transport::Tcp);
+            let slot = (t_idx << 18)
+                | (usize::from(port) << 2)
+                | (usize::from(side == Side::Remote) << 1)
+                | usize::from(dir == Direction::Out);
+            if let Some(s) = self.slots.get_mut(slot) {
+                *s = 0;
+            }
+        }
+        all.extend(self.other.drain());
+        all.sort_unstable_by_key(|(k, _)| *k);
+        all.into_iter()
             .map(|(k, counts)| {
                 let (transport, port, side, dir) = port_key_parts(k);
                 PortTotal {
@@ -815,16 +908,7 @@ impl FlowTable {
                     counts,
                 }
             })
-            .collect();
-        let snap = Snapshot {
-            start: self.start,
-            end,
-            flows,
-            ports,
-            health: std::mem::take(&mut self.health),
-        };
-        self.start = end;
-        snap
+            .collect()
     }
 }
 
@@ -876,19 +960,46 @@ fn port_key_parts(k: u64) -> PortKey {
     )
 }
 
-/// [`FlowKey`]'s derived order as integers: transport, then each endpoint's family, address
-/// and port.
-type FlowOrder = (u32, u128, u32, u128, u16);
+/// [`FlowKey`]'s derived order as one 301-bit integer in five words, most significant
+/// first: transport rank (11 bits), local family (1), local address (128), local port (16),
+/// remote family (1), remote address (128), remote port (16), then zeros.
+type FlowOrder = [u64; 5];
 
-fn flow_order(k: &FlowKey) -> FlowOrder {
+/// The order key of the flow (`transport`, local end, remote end); an IPv4 address is its
+/// 32-bit number.
+fn flow_order(transport: Transport, local: (bool, u128, u16), remote: (bool, u128, u16)) -> FlowOrder {
+    let (lv6, la, lp) = local;
+    let (rv6, ra, rp) = remote;
+    [
+        (u64::from(transport_rank(transport)) << 53) | (u64::from(lv6) << 52) | (la >> 76) as u64,
+        (la >> 12) as u64,
+        ((la as u64 & 0xfff) << 52)
+            | (u64::from(lp) << 36)
+            | (u64::from(rv6) << 35)
+            | (ra >> 93) as u64,
+        (ra >> 29) as u64,
+        ((ra as u64 & 0x1fff_ffff) << 35) | (u64::from(rp) << 19),
+    ]
+}
+
+/// [`flow_order`] of a [`FlowKey`].
+#[cfg(test)]
+fn key_order(k: &FlowKey) -> FlowOrder {
     let (l, r) = (bits(&k.local), bits(&k.remote));
-    (
-        (u32::from(transport_rank(k.transport)) << 1) | u32::from(l.v6),
-        l.addr,
-        (u32::from(l.port) << 1) | u32::from(r.v6),
-        r.addr,
-        r.port,
-    )
+    flow_order(k.transport, (l.v6, l.addr, l.port), (r.v6, r.addr, r.port))
+}
+
+/// [`flow_order`] of a held entry (the same as of its record's key).
+#[inline]
+fn entry_order(e: &Entry) -> FlowOrder {
+    let a = (e.meta & (1 << 8) != 0, e.a, (e.ports >> 16) as u16);
+    let b = (e.meta & (1 << 9) != 0, e.b, e.ports as u16);
+    let (local, remote) = if e.meta & LOCAL_IS_A != 0 {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    flow_order(Transport::from_proto(e.meta as u8), local, remote)
 }
 
 /// The local and remote ports of an entry's `meta` and `ports`.
@@ -1191,7 +1302,7 @@ mod tests {
         });
         for x in &keys {
             for y in keys.iter().take(300) {
-                assert_eq!(flow_order(x).cmp(&flow_order(y)), x.cmp(y), "{x:?} {y:?}");
+                assert_eq!(key_order(x).cmp(&key_order(y)), x.cmp(y), "{x:?} {y:?}");
             }
         }
         let mut pk: Vec<PortKey> = Vec::new();
