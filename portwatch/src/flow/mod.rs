@@ -1,5 +1,6 @@
 //! The observation model every backend produces (flow keys, per-port totals, health counters)
 //! and the bounded userspace flow table. No I/O, no spec, no clock reads.
+mod hugevec;
 pub mod key;
 pub mod table;
 pub mod window;

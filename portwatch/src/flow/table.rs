@@ -6,6 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
 
+use super::hugevec::HugeVec;
 use super::key::{
     Counts, Direction, Endpoint, FlowKey, FlowRecord, FlowStats, PortCounts, PortTotal, Side,
     TcpFlags, Transport,
@@ -346,34 +347,6 @@ fn prefetch<T>(p: *const T) {
     let _ = p;
 }
 
-/// Asks the kernel to back `v`'s buffer with transparent huge pages where it can (the
-/// aligned 2 MiB stretches inside it): random accesses into a large index otherwise miss the
-/// TLB on most packets. A hint only; elsewhere than Linux, nothing.
-fn advise_huge<T>(v: &Vec<T>) {
-    #[cfg(target_os = "linux")]
-    {
-        const HUGE: usize = 2 << 20;
-        let start = v.as_ptr() as usize;
-        let len = v.capacity().saturating_mul(std::mem::size_of::<T>());
-        let (Some(from), Some(end)) =
-            (start.checked_next_multiple_of(HUGE), start.checked_add(len))
-        else {
-            return;
-        };
-        let to = end / HUGE * HUGE;
-        if to > from {
-            // SAFETY: madvise(MADV_HUGEPAGE) changes neither the contents nor the validity of
-            // memory; [from, to) lies inside the buffer `v` owns, and the pointer is not used
-            // to access anything.
-            unsafe {
-                libc::madvise(from as *mut libc::c_void, to - from, libc::MADV_HUGEPAGE);
-            }
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = v;
-}
-
 /// The userspace flow table used by the pcap backends (the eBPF backend keeps its table in
 /// the kernel and builds [`Snapshot`]s from the maps).
 ///
@@ -393,9 +366,9 @@ pub struct FlowTable {
     capacity: usize,
     hasher: Hasher,
     /// `tag << 32 | (entry index + 1)`, 0 when empty; length a power of two.
-    index: Vec<u64>,
+    index: HugeVec<u64>,
     mask: usize,
-    entries: Vec<Entry>,
+    entries: HugeVec<Entry>,
     /// Per-port totals.
     ports: PortTotals,
     health: Health,
@@ -414,9 +387,9 @@ impl FlowTable {
         Self {
             capacity,
             hasher: Hasher::default(),
-            index: vec![0; buckets],
+            index: HugeVec::zeroed(buckets),
             mask: buckets - 1,
-            entries: Vec::with_capacity(capacity.min(MIN_BUCKETS / 2)),
+            entries: HugeVec::with_capacity(capacity.min(MIN_BUCKETS / 2)),
             ports: PortTotals::default(),
             health: Health::default(),
             start,
@@ -637,10 +610,6 @@ impl FlowTable {
             self.grow();
             bucket = self.free_bucket(pr.hash);
         }
-        if self.entries.len() == self.entries.capacity() {
-            self.entries.reserve(self.entries.len().max(MIN_BUCKETS));
-            advise_huge(&self.entries);
-        }
         let mut bits = if p.dir.is_some() { KNOWN } else { 0 };
         if let Some(o) = other.and_then(|o| self.entries.get_mut(o)) {
             o.bits |= TWIN;
@@ -676,8 +645,7 @@ impl FlowTable {
     #[cold]
     fn grow(&mut self) {
         let buckets = self.index.len() * 2;
-        self.index = vec![0; buckets];
-        advise_huge(&self.index);
+        self.index = HugeVec::zeroed(buckets);
         self.mask = buckets - 1;
         for at in 0..self.entries.len() {
             let Some(e) = self.entries.get(at) else { break };
@@ -727,9 +695,9 @@ impl FlowTable {
     /// Ends the interval at `end`: returns everything seen since the last drain and starts a
     /// new, empty interval.
     pub fn drain(&mut self, end: UnixNanos) -> Snapshot {
-        let entries = std::mem::take(&mut self.entries);
+        let entries = &self.entries;
         // The per-port totals of held flows, one pass in arrival order.
-        for e in &entries {
+        for e in entries.iter() {
             let transport = Transport::from_proto(e.meta as u8);
             let (local, remote) = ends(e.meta, e.ports);
             for (out, c) in [(false, &e.dirs[0]), (true, &e.dirs[1])] {
@@ -745,7 +713,9 @@ impl FlowTable {
                     fin: u64::from(c.fin),
                     rst: u64::from(c.rst),
                 };
-                self.add_ports(transport, local, remote, out, &pc);
+                let dir = if out { Direction::Out } else { Direction::In };
+                self.ports.add(transport, local, Side::Local, dir, &pc);
+                self.ports.add(transport, remote, Side::Remote, dir, &pc);
             }
         }
         // Sorted by FlowKey's order, through packed integer keys computed from the entries
@@ -776,7 +746,6 @@ impl FlowTable {
             }
         }
         // Keep the allocations for the next interval.
-        self.entries = entries;
         self.entries.clear();
         self.index.fill(0);
         let ports = self.ports.drain_sorted();
