@@ -149,7 +149,8 @@ fn advise_huge(p: *mut u8, len: usize) {
     #[cfg(target_os = "linux")]
     {
         let start = p as usize;
-        let (Some(from), Some(end)) = (start.checked_next_multiple_of(HUGE), start.checked_add(len))
+        let (Some(from), Some(end)) =
+            (start.checked_next_multiple_of(HUGE), start.checked_add(len))
         else {
             return;
         };
@@ -178,7 +179,11 @@ mod tests {
             v.push([i; 16]);
         }
         assert_eq!(v.len(), 100_000);
-        assert!(v.iter().enumerate().all(|(i, x)| x[0] == i as u64 && x[15] == i as u64));
+        assert!(
+            v.iter()
+                .enumerate()
+                .all(|(i, x)| x[0] == i as u64 && x[15] == i as u64)
+        );
         // 100,000 x 128 bytes is past 2 MiB: that buffer is 2 MiB aligned.
         assert_eq!(v.as_ptr() as usize % HUGE, 0);
         let cap = v.capacity();

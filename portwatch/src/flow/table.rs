@@ -841,7 +841,8 @@ impl PortTotals {
             return;
         };
         if *s == 0 {
-            self.dense.push((port_key(t, port, side, dir), PortCounts::default()));
+            self.dense
+                .push((port_key(t, port, side, dir), PortCounts::default()));
             *s = self.dense.len() as u32;
         }
         if let Some((_, c)) = self.dense.get_mut(*s as usize - 1) {
@@ -936,7 +937,11 @@ type FlowOrder = [u64; 5];
 
 /// The order key of the flow (`transport`, local end, remote end); an IPv4 address is its
 /// 32-bit number.
-fn flow_order(transport: Transport, local: (bool, u128, u16), remote: (bool, u128, u16)) -> FlowOrder {
+fn flow_order(
+    transport: Transport,
+    local: (bool, u128, u16),
+    remote: (bool, u128, u16),
+) -> FlowOrder {
     let (lv6, la, lp) = local;
     let (rv6, ra, rp) = remote;
     [
