@@ -31,6 +31,17 @@ pub struct BenchKernelArgs {
     /// Only the per-packet cost, not the packet rate.
     #[arg(long)]
     pub no_rate: bool,
+    /// Seconds of the toggled-stream rate comparison (an empty TCX program, then portwatch,
+    /// attached and detached every --toggle-ms within one stream; 0 skips it).
+    #[arg(long, default_value_t = 20.0)]
+    pub toggle_seconds: f64,
+    /// Milliseconds per segment of the toggled stream.
+    #[arg(long, default_value_t = 100)]
+    pub toggle_ms: u64,
+    /// Attach these built eBPF objects in the rate part instead of the embedded one (each a
+    /// configuration of its own; same map and program names).
+    #[arg(long)]
+    pub rate_object: Vec<String>,
 }
 
 /// Builds the benchmark in release mode and runs it (as root, with realtime priority so that
@@ -62,6 +73,11 @@ pub fn run(a: &BenchKernelArgs) -> Result<()> {
     }
     if a.no_rate {
         cmd.arg("--no-rate");
+    }
+    cmd.args(["--toggle-seconds", &a.toggle_seconds.to_string()]);
+    cmd.args(["--toggle-ms", &a.toggle_ms.to_string()]);
+    for o in &a.rate_object {
+        cmd.args(["--rate-object", o]);
     }
     util::sh(&mut cmd)
 }
