@@ -198,6 +198,7 @@ impl Agent {
         last: bool,
     ) -> Result<Findings, Box<dyn std::error::Error + Send + Sync>> {
         let t0 = self.clock.now();
+        let mut heap = crate::alloc_stats::Phases::start();
         match self.backend.refresh_interfaces() {
             Ok(new) if !new.is_empty() => tracing::info!("now watching {}", new.join(", ")),
             Ok(_) => {}
@@ -214,7 +215,9 @@ impl Agent {
             }
         };
         let t_collected = self.clock.now();
+        heap.mark("collect");
         self.window.add(&interval);
+        heap.mark("window merge");
         let window = self.window.view();
         let (sockets, ephemeral) = self.sockets();
         let input = ClassifyInput {
@@ -227,10 +230,12 @@ impl Agent {
             node: &self.node,
         };
         let findings = classify::classify(&input);
+        heap.mark("classify window");
         let interval_findings = classify::classify(&ClassifyInput {
             window: &interval,
             ..input
         });
+        heap.mark("classify interval");
         let now = self.clock.now();
         let ifaces = self.backend.interfaces();
         let report = Report::build(
@@ -247,6 +252,7 @@ impl Agent {
                 },
             },
         );
+        heap.mark("report build");
         let report = IntervalReport {
             node: &self.node,
             backend: self.backend.kind(),
@@ -274,6 +280,7 @@ impl Agent {
             let t = self.clock.now();
             let result = s.interval(&report);
             timings.push_str(&format!(", {} {:.1} ms", s.name(), ms(t, self.clock.now())));
+            heap.mark(s.name());
             match result {
                 Ok(()) if s.writes_reports() => reports_written = Some(now),
                 Ok(()) => {}
@@ -286,7 +293,6 @@ impl Agent {
         for s in &mut self.sinks {
             s.after_interval(reports_written);
         }
-        tracing::debug!("interval: {timings}");
         // Only now may the backend forget how to report this interval again.
         if let Err(e) = self.backend.commit() {
             self.errors += 1;
@@ -295,6 +301,11 @@ impl Agent {
                  would report this interval again, unless the history recorded it)"
             );
         }
+        heap.mark("commit");
+        if let Some(h) = heap.summary() {
+            timings.push_str(&format!("; heap peak by phase: {h}"));
+        }
+        tracing::debug!("interval: {timings}");
         Ok(findings)
     }
 }

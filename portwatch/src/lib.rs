@@ -3,6 +3,7 @@
 //! adapter over it.
 
 pub mod agent;
+pub mod alloc_stats;
 pub mod capture;
 pub mod classify;
 pub mod cli;
