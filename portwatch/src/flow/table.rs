@@ -265,8 +265,11 @@ impl Prep {
         };
         // Any total order does; this one compares the address first.
         let rest = |e: &Bits| (u32::from(e.v6) << 16) | u32::from(e.port);
-        let s_le_d = s.addr < d.addr || (s.addr == d.addr && rest(&s) <= rest(&d));
-        let d_le_s = d.addr < s.addr || (s.addr == d.addr && rest(&d) <= rest(&s));
+        let same_addr = s.addr == d.addr;
+        let (rs, rd) = (rest(&s), rest(&d));
+        let s_le_d = s.addr < d.addr || (same_addr && rs <= rd);
+        // d <= s: s is not below d, or both ends are the same.
+        let d_le_s = !s_le_d || (same_addr && rs == rd);
         let (a, b) = if s_le_d { (s, d) } else { (d, s) };
         // The orientation in which `local` is the source / the destination. When both ends
         // are equal both orientations are the same key (`LOCAL_IS_A`).
@@ -420,6 +423,7 @@ impl FlowTable {
     /// Adds one packet in the table's integer form.
     #[inline]
     pub fn ingest_packet(&mut self, p: &Packet) {
+        self.health.packets_seen += 1;
         let pr = Prep::new(p, &self.hasher);
         self.apply(p, &pr);
     }
@@ -442,6 +446,7 @@ impl FlowTable {
     pub fn ingest_packets(&mut self, packets: &[Packet]) {
         let mut ring = [Prep::default(); RING];
         let n = packets.len();
+        self.health.packets_seen += n as u64;
         for (j, p) in packets.iter().enumerate().take(AHEAD_INDEX) {
             self.prepare(p, &mut ring[j % RING]);
         }
@@ -489,7 +494,7 @@ impl FlowTable {
     }
 
     /// Finds the packet's flow (one probe sequence whatever its direction).
-    #[inline]
+    #[inline(always)]
     fn probe(&self, pr: &Prep) -> Probe {
         let tag = pr.tag();
         let mut i = pr.hash as usize & self.mask;
@@ -537,9 +542,9 @@ impl FlowTable {
         }
     }
 
-    #[inline]
+    /// Counts `p` into its flow (found or inserted); the caller counts it in `packets_seen`.
+    #[inline(always)]
     fn apply(&mut self, p: &Packet, pr: &Prep) {
-        self.health.packets_seen += 1;
         let tcp = p.proto == 6;
         let f = if tcp { p.tcp_flags } else { 0 };
         let segments = p.segments.max(1);
@@ -593,7 +598,8 @@ impl FlowTable {
     }
 
     /// Holds a new flow at `bucket` (growing the index first if it is half full); `None` when
-    /// the table is at capacity.
+    /// the table is at capacity. Out of line: one packet in tens opens a flow.
+    #[inline(never)]
     fn insert(
         &mut self,
         p: &Packet,
