@@ -703,7 +703,14 @@ impl FlowTable {
     pub fn drain(&mut self, end: UnixNanos) -> Snapshot {
         let entries = &self.entries;
         // The per-port totals of held flows, one pass in arrival order.
-        for e in entries.iter() {
+        for (i, e) in entries.iter().enumerate() {
+            // The remote ports' totals are scattered (ephemeral ports): fetch a few ahead.
+            if let Some(ahead) = entries.get(i + 8) {
+                let (l, r) = ends(ahead.meta, ahead.ports);
+                let t = Transport::from_proto(ahead.meta as u8);
+                self.ports.prefetch(t, r, Side::Remote);
+                self.ports.prefetch(t, l, Side::Local);
+            }
             let transport = Transport::from_proto(e.meta as u8);
             let (local, remote) = ends(e.meta, e.ports);
             for (out, c) in [(false, &e.dirs[0]), (true, &e.dirs[1])] {
@@ -806,85 +813,144 @@ fn record(e: &Entry) -> FlowRecord {
     }
 }
 
-/// Per-port totals: TCP and UDP ports (nearly every update) in a dense slot table, one add
-/// each, the other transports (ICMP type/code, SCTP, other protocols) in a hash map.
+/// Per-port totals: TCP and UDP ports (nearly every update) in a dense array indexed by
+/// transport, port, side and direction, one add each; the other transports (ICMP type/code,
+/// SCTP, other protocols) in a hash map.
 #[derive(Debug, Default)]
 struct PortTotals {
-    /// For TCP and UDP: `dense_slot(..)` -> position in `dense` + 1, 0 when unused; empty
-    /// until the first TCP or UDP total.
-    slots: Vec<u32>,
-    /// The TCP and UDP totals in first-use order, with their [`port_key`].
-    dense: Vec<(u64, PortCounts)>,
+    /// For TCP and UDP, at [`dense_slot`]: the [`PortCounts`] fields in declaration order.
+    /// Empty until the first TCP or UDP total; allocated zeroed (29 MiB of address space, of
+    /// which only the pages of ports seen are ever touched).
+    dense: Vec<[u64; 7]>,
+    /// The slots of `dense` that were zero when added to, in first-use order (with repeats
+    /// only if an all-zero total was added).
+    used: Vec<u32>,
     /// Everything else, keyed by [`port_key`].
     other: HashMap<u64, PortCounts, Hasher>,
 }
 
-/// Slots of the dense table: 2 transports x 65,536 ports x 2 sides x 2 directions.
+/// Slots of the dense array: 2 transports x 65,536 ports x 2 sides x 2 directions.
 const DENSE_SLOTS: usize = 2 << 18;
+
+/// The dense slot of a TCP or UDP total (their order is [`port_key`]'s); `None` for other
+/// transports.
+#[inline(always)]
+fn dense_slot(t: Transport, port: u16, side: Side, dir: Direction) -> Option<usize> {
+    let t_idx = match t {
+        Transport::Tcp => 0usize,
+        Transport::Udp => 1,
+        _ => return None,
+    };
+    Some(
+        (t_idx << 18)
+            | (usize::from(port) << 2)
+            | (usize::from(side == Side::Remote) << 1)
+            | usize::from(dir == Direction::Out),
+    )
+}
+
+fn counts_of(c: &[u64; 7]) -> PortCounts {
+    let [packets, segments, bytes, syn, synack, fin, rst] = *c;
+    PortCounts {
+        packets,
+        segments,
+        bytes,
+        syn,
+        synack,
+        fin,
+        rst,
+    }
+}
 
 impl PortTotals {
     #[inline]
     fn add(&mut self, t: Transport, port: u16, side: Side, dir: Direction, pc: &PortCounts) {
-        let t_idx = match t {
-            Transport::Tcp => 0usize,
-            Transport::Udp => 1,
-            _ => {
-                self.other
-                    .entry(port_key(t, port, side, dir))
-                    .or_default()
-                    .add(pc);
-                return;
-            }
-        };
-        if self.slots.is_empty() {
-            self.slots = vec![0; DENSE_SLOTS];
-        }
-        let slot = (t_idx << 18)
-            | (usize::from(port) << 2)
-            | (usize::from(side == Side::Remote) << 1)
-            | usize::from(dir == Direction::Out);
-        let Some(s) = self.slots.get_mut(slot) else {
+        let Some(slot) = dense_slot(t, port, side, dir) else {
+            self.other
+                .entry(port_key(t, port, side, dir))
+                .or_default()
+                .add(pc);
             return;
         };
-        if *s == 0 {
-            self.dense
-                .push((port_key(t, port, side, dir), PortCounts::default()));
-            *s = self.dense.len() as u32;
+        if self.dense.is_empty() {
+            self.dense = vec![[0; 7]; DENSE_SLOTS];
         }
-        if let Some((_, c)) = self.dense.get_mut(*s as usize - 1) {
-            c.add(pc);
+        let Some(c) = self.dense.get_mut(slot) else {
+            return;
+        };
+        if *c == [0; 7] {
+            self.used.push(slot as u32);
+        }
+        let mut sum = counts_of(c);
+        sum.add(pc);
+        *c = [
+            sum.packets,
+            sum.segments,
+            sum.bytes,
+            sum.syn,
+            sum.synack,
+            sum.fin,
+            sum.rst,
+        ];
+    }
+
+    /// Hints the CPU to fetch the totals of a port's two directions on one side.
+    #[inline(always)]
+    fn prefetch(&self, t: Transport, port: u16, side: Side) {
+        if let Some(slot) = dense_slot(t, port, side, Direction::In) {
+            prefetch(self.dense.as_ptr().wrapping_add(slot));
+            prefetch(self.dense.as_ptr().wrapping_add(slot + 1));
         }
     }
 
-    /// Every total in key order; leaves the totals empty (the slot table is kept).
+    /// Every total in key order; leaves the totals empty (the dense array is kept).
     fn drain_sorted(&mut self) -> Vec<PortTotal> {
-        let mut all: Vec<(u64, PortCounts)> = std::mem::take(&mut self.dense);
-        // Unused slots again: only the used ones are cleared (at most a few per flow).
-        for (k, _) in &all {
-            let (t, port, side, dir) = port_key_parts(*k);
-            let t_idx = usize::from(t != Transport::Tcp);
-            let slot = (t_idx << 18)
-                | (usize::from(port) << 2)
-                | (usize::from(side == Side::Remote) << 1)
-                | usize::from(dir == Direction::Out);
-            if let Some(s) = self.slots.get_mut(slot) {
-                *s = 0;
-            }
+        let mut used = std::mem::take(&mut self.used);
+        // Slot order is key order, and every TCP and UDP key sorts before the others.
+        used.sort_unstable();
+        used.dedup();
+        let mut all: Vec<PortTotal> = Vec::with_capacity(used.len() + self.other.len());
+        for slot in used {
+            let Some(c) = self.dense.get_mut(slot as usize) else {
+                continue;
+            };
+            let counts = counts_of(c);
+            *c = [0; 7];
+            let slot = u64::from(slot);
+            let t = if slot >> 18 == 0 {
+                Transport::Tcp
+            } else {
+                Transport::Udp
+            };
+            all.push(PortTotal {
+                transport: t,
+                port: (slot >> 2) as u16,
+                side: if slot & 2 != 0 {
+                    Side::Remote
+                } else {
+                    Side::Local
+                },
+                dir: if slot & 1 != 0 {
+                    Direction::Out
+                } else {
+                    Direction::In
+                },
+                counts,
+            });
         }
-        all.extend(self.other.drain());
-        all.sort_unstable_by_key(|(k, _)| *k);
-        all.into_iter()
-            .map(|(k, counts)| {
-                let (transport, port, side, dir) = port_key_parts(k);
-                PortTotal {
-                    transport,
-                    port,
-                    side,
-                    dir,
-                    counts,
-                }
-            })
-            .collect()
+        let mut other: Vec<(u64, PortCounts)> = self.other.drain().collect();
+        other.sort_unstable_by_key(|(k, _)| *k);
+        all.extend(other.into_iter().map(|(k, counts)| {
+            let (transport, port, side, dir) = port_key_parts(k);
+            PortTotal {
+                transport,
+                port,
+                side,
+                dir,
+                counts,
+            }
+        }));
+        all
     }
 }
 
