@@ -3,7 +3,9 @@
 //! phase of an interval, which the agent logs with its timings. Owns nothing else; without the
 //! feature [`Phases`] records nothing and costs nothing.
 //!
-//!     cargo build --release -p portwatch --features alloc-stats
+//! ```sh
+//! cargo build --release -p portwatch --features alloc-stats
+//! ```
 
 /// Heap peaks of the phases of one interval, in the order they were marked.
 #[derive(Debug, Default)]
