@@ -488,35 +488,13 @@ fn blast(link: &Link, rx: &Arc<UdpSocket>, seconds: f64, payload: usize) -> Rate
     let start_rx = received.load(Ordering::Relaxed);
     let (sent, elapsed, cpu) = link.b.run(move || {
         pin_cpu(0);
-        let tx = UdpSocket::bind((src, 0)).expect("bind");
-        tx.connect(dst).expect("connect");
-        let buf = vec![0u8; payload];
-        // sendmmsg: 64 datagrams per system call, so that the kernel path (where the programs
-        // run) and not the system call dominates the sender's time.
-        const BATCH: usize = 64;
-        let mut iov: Vec<libc::iovec> = (0..BATCH)
-            .map(|_| libc::iovec {
-                iov_base: buf.as_ptr() as *mut libc::c_void,
-                iov_len: buf.len(),
-            })
-            .collect();
-        // SAFETY: mmsghdr is plain data; every pointer set below outlives the calls.
-        let mut msgs: Vec<libc::mmsghdr> = (0..BATCH)
-            .map(|i| {
-                let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
-                m.msg_hdr.msg_iov = &raw mut iov[i];
-                m.msg_hdr.msg_iovlen = 1;
-                m
-            })
-            .collect();
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&tx);
+        let mut tx = Batch::new(src, dst, payload);
         let c0 = thread_cpu_ns();
         let t0 = Instant::now();
         let mut n = 0u64;
         let end = Duration::from_secs_f64(seconds);
         while t0.elapsed() < end {
-            // SAFETY: msgs/iov/buf are live for the call.
-            let rc = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), BATCH as u32, 0) };
+            let rc = tx.send();
             if rc > 0 {
                 n += rc as u64;
             }
@@ -533,6 +511,56 @@ fn blast(link: &Link, rx: &Arc<UdpSocket>, seconds: f64, payload: usize) -> Rate
         received: got as f64 / elapsed,
         cpu_ns: cpu / sent.max(1) as f64,
         rx_sleeps: sleeps as f64 / got.max(1) as f64,
+    }
+}
+
+/// A connected UDP socket that sends `BATCH` datagrams of one payload per `sendmmsg` call, so
+/// that the kernel path (where the programs run) and not the system call dominates the
+/// sender's time.
+struct Batch {
+    tx: UdpSocket,
+    // `msgs` points into `iov`, `iov` into `buf`: heap buffers that stay put while the struct
+    // moves, and are freed with it.
+    _buf: Vec<u8>,
+    _iov: Vec<libc::iovec>,
+    msgs: Vec<libc::mmsghdr>,
+}
+
+impl Batch {
+    const BATCH: usize = 64;
+
+    fn new(src: std::net::Ipv4Addr, dst: SocketAddr, payload: usize) -> Self {
+        let tx = UdpSocket::bind((src, 0)).expect("bind");
+        tx.connect(dst).expect("connect");
+        let buf = vec![0u8; payload];
+        let mut iov: Vec<libc::iovec> = (0..Self::BATCH)
+            .map(|_| libc::iovec {
+                iov_base: buf.as_ptr() as *mut libc::c_void,
+                iov_len: buf.len(),
+            })
+            .collect();
+        // SAFETY: mmsghdr is plain data; every pointer set below outlives the calls.
+        let msgs: Vec<libc::mmsghdr> = (0..Self::BATCH)
+            .map(|i| {
+                let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                m.msg_hdr.msg_iov = &raw mut iov[i];
+                m.msg_hdr.msg_iovlen = 1;
+                m
+            })
+            .collect();
+        Self {
+            tx,
+            _buf: buf,
+            _iov: iov,
+            msgs,
+        }
+    }
+
+    /// One `sendmmsg` call: the datagrams sent, or -1.
+    fn send(&mut self) -> i32 {
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&self.tx);
+        // SAFETY: msgs, iov and buf are owned by self and live for the call.
+        unsafe { libc::sendmmsg(fd, self.msgs.as_mut_ptr(), Self::BATCH as u32, 0) }
     }
 }
 
@@ -826,26 +854,7 @@ fn toggle_once(
         let (stop, seq) = (stop.clone(), seq.clone());
         link.b.spawn_thread(move || {
             pin_cpu(0);
-            let tx = UdpSocket::bind((src, 0)).expect("bind");
-            tx.connect(dst).expect("connect");
-            let buf = vec![0u8; payload];
-            const BATCH: usize = 64;
-            let mut iov: Vec<libc::iovec> = (0..BATCH)
-                .map(|_| libc::iovec {
-                    iov_base: buf.as_ptr() as *mut libc::c_void,
-                    iov_len: buf.len(),
-                })
-                .collect();
-            // SAFETY: mmsghdr is plain data; every pointer set below outlives the calls.
-            let mut msgs: Vec<libc::mmsghdr> = (0..BATCH)
-                .map(|i| {
-                    let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
-                    m.msg_hdr.msg_iov = &raw mut iov[i];
-                    m.msg_hdr.msg_iovlen = 1;
-                    m
-                })
-                .collect();
-            let fd = std::os::fd::AsRawFd::as_raw_fd(&tx);
+            let mut tx = Batch::new(src, dst, payload);
             // Per sequence number: datagrams sent, CPU ns, wall ns.
             let mut sent = vec![0u64; max_seq];
             let mut cpu = vec![0f64; max_seq];
@@ -853,8 +862,7 @@ fn toggle_once(
             let mut cur = seq.load(Ordering::Relaxed) as usize;
             let (mut c0, mut t0) = (thread_cpu_ns(), Instant::now());
             while !stop.load(Ordering::Relaxed) {
-                // SAFETY: msgs/iov/buf are live for the call.
-                let rc = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), BATCH as u32, 0) };
+                let rc = tx.send();
                 let s = (seq.load(Ordering::Relaxed) as usize).min(max_seq - 1);
                 if rc > 0 {
                     // Counted in the segment that is current after the call: a call that
