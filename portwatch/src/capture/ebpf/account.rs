@@ -4,92 +4,16 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use portwatch_common as common;
-use portwatch_common::{COUNTERS_LEN, FlowKey as KFlowKey, FlowValue, PortCounters, PortKey};
+use portwatch_common::{COUNTERS_LEN, FlowKey as KFlowKey, FlowValue, PortCounters};
 
 use super::state::Baseline;
+pub(crate) use super::totals::PortTotals;
+use super::totals::order;
 use crate::clock::{MonotonicOffset, UnixNanos};
 use crate::flow::{
     Counts, Direction, Endpoint, FlowKey, FlowRecord, FlowStats, Health, PortCounts, PortTotal,
     Side, Snapshot, TcpFlags, Transport,
 };
-
-/// Per-port counters by key, held as one vector sorted by (protocol, port, side, direction):
-/// 64 bytes a key, half what a hash map of the same keys takes once the kernel's per-port table
-/// fills up (65,537 keys under a flood of source ports need 131,072 hash buckets). The reading
-/// and the baseline are both of this type, so the deltas are a merge join.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct PortTotals(Vec<(PortKey, PortCounters)>);
-
-fn order(k: &PortKey) -> (u8, u16, u8, u8) {
-    (k.proto, k.port, k.side, k.dir)
-}
-
-/// `into += add`, field by field.
-pub(crate) fn add_counters(into: &mut PortCounters, add: &PortCounters) {
-    into.packets += add.packets;
-    into.segments += add.segments;
-    into.bytes += add.bytes;
-    into.syn += add.syn;
-    into.synack += add.synack;
-    into.fin += add.fin;
-    into.rst += add.rst;
-}
-
-impl PortTotals {
-    /// From entries in any order; the counters of a key given more than once are summed.
-    pub(crate) fn from_sums(mut v: Vec<(PortKey, PortCounters)>) -> Self {
-        v.sort_unstable_by_key(|(k, _)| order(k));
-        v.dedup_by(|(k, c), (kept_k, kept)| {
-            let same = k == kept_k;
-            if same {
-                add_counters(kept, c);
-            }
-            same
-        });
-        v.shrink_to_fit();
-        Self(v)
-    }
-
-    /// Sets the counters of `k`.
-    #[cfg(test)]
-    pub(crate) fn insert(&mut self, k: PortKey, c: PortCounters) {
-        match self.0.binary_search_by_key(&order(&k), |(x, _)| order(x)) {
-            Ok(i) => self.0[i].1 = c,
-            Err(i) => self.0.insert(i, (k, c)),
-        }
-    }
-
-    /// The counters of `k`.
-    pub(crate) fn get(&self, k: &PortKey) -> Option<&PortCounters> {
-        self.0
-            .binary_search_by_key(&order(k), |(x, _)| order(x))
-            .ok()
-            .map(|i| &self.0[i].1)
-    }
-
-    /// Number of keys.
-    pub(crate) fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// Whether there are no keys.
-    #[cfg(test)]
-    pub(crate) fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// The entries in key order.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = &(PortKey, PortCounters)> {
-        self.0.iter()
-    }
-}
-
-impl std::ops::Index<&PortKey> for PortTotals {
-    type Output = PortCounters;
-    fn index(&self, k: &PortKey) -> &PortCounters {
-        self.get(k).expect("no such port key")
-    }
-}
 
 /// Cumulative values read from the kernel at the end of an interval.
 #[derive(Clone, Debug, Default)]
@@ -252,6 +176,7 @@ fn flow_record(k: &KFlowKey, v: &FlowValue, offset: &MonotonicOffset) -> FlowRec
 #[cfg(test)]
 mod tests {
     use super::*;
+    use portwatch_common::PortKey;
 
     fn key(proto: u8, port: u16, side: u8, dir: u8) -> PortKey {
         PortKey {

@@ -14,8 +14,8 @@ use std::io;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
-use super::account::PortTotals;
 use super::sys;
+use super::totals::PortTotals;
 
 use portwatch_common::{COUNTERS_LEN, PortCounters, PortKey};
 
