@@ -138,6 +138,30 @@ pub(super) struct Groups {
 }
 
 impl Groups {
+    /// Adds a flow to the entry-bound group (`kind`, `rule`, the flow's transport, `role`),
+    /// with the processes behind it, and returns the group's id.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn add_entry_flow(
+        &mut self,
+        kind: EntryKind,
+        rule: usize,
+        role: Role,
+        f: &FlowRecord,
+        peer: IpAddr,
+        port: Option<u16>,
+        processes: &[String],
+    ) -> u32 {
+        let key = GroupKey::Entry {
+            kind,
+            rule,
+            transport: f.key.transport,
+            role,
+        };
+        let (id, g) = self.add_flow(key, f, peer, port);
+        g.processes.extend(processes.iter().cloned());
+        id
+    }
+
     /// Adds a flow to the group `key` (created if new) and returns the group and its id.
     pub(super) fn add_flow(
         &mut self,

@@ -192,18 +192,15 @@ pub(crate) fn run(input: &ClassifyInput<'_>) -> Findings {
             if outside_all {
                 flows.violating += 1;
                 let r = chosen[0];
-                let (gid, g) = groups.add_flow(
-                    GroupKey::Entry {
-                        kind: EntryKind::PeerOutsideZone,
-                        rule: r.idx,
-                        transport: t,
-                        role,
-                    },
+                let gid = groups.add_entry_flow(
+                    EntryKind::PeerOutsideZone,
+                    r.idx,
+                    role,
                     f,
                     peer,
                     port,
+                    &processes,
                 );
-                g.processes.extend(processes);
                 groups.outside.push((gid, peer));
             } else {
                 flows.documented += 1;
@@ -223,33 +220,13 @@ pub(crate) fn run(input: &ClassifyInput<'_>) -> Findings {
                     })
                 };
                 for r in &chosen {
-                    let (_, g) = groups.add_flow(
-                        GroupKey::Entry {
-                            kind: EntryKind::Documented,
-                            rule: r.idx,
-                            transport: t,
-                            role,
-                        },
-                        f,
-                        peer,
-                        port,
-                    );
-                    g.processes.extend(processes.iter().cloned());
+                    let kind = EntryKind::Documented;
+                    groups.add_entry_flow(kind, r.idx, role, f, peer, port, &processes);
                     record_service(ServiceKey::Entry(r.idx), f);
                 }
                 if wrong_process {
-                    let (_, g) = groups.add_flow(
-                        GroupKey::Entry {
-                            kind: EntryKind::ProcessMismatch,
-                            rule: chosen[0].idx,
-                            transport: t,
-                            role,
-                        },
-                        f,
-                        peer,
-                        port,
-                    );
-                    g.processes.extend(processes.iter().cloned());
+                    let kind = EntryKind::ProcessMismatch;
+                    groups.add_entry_flow(kind, chosen[0].idx, role, f, peer, port, &processes);
                 }
             }
             continue;
@@ -282,18 +259,7 @@ pub(crate) fn run(input: &ClassifyInput<'_>) -> Findings {
         };
         flows.violating += 1;
         let r = ctx.most_specific(pick, None, &[])[0];
-        let (_, g) = groups.add_flow(
-            GroupKey::Entry {
-                kind,
-                rule: r.idx,
-                transport: t,
-                role,
-            },
-            f,
-            peer,
-            port,
-        );
-        g.processes.extend(processes);
+        groups.add_entry_flow(kind, r.idx, role, f, peer, port, &processes);
     }
 
     let mut out: Vec<Finding> = Vec::new();
