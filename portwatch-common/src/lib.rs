@@ -1,6 +1,7 @@
 //! Types shared by the kernel program and the userspace agent: map names, sizes, counter
-//! indices and the `#[repr(C)]` layouts of every map key and value. No logic lives here; the
-//! kernel side (portwatch-ebpf) and the user side (portwatch::capture::ebpf) both depend on it.
+//! indices and the `#[repr(C)]` layouts of every map key and value, and how copies of a value
+//! fold together. No other logic lives here; the kernel side (portwatch-ebpf) and the user
+//! side (portwatch::capture::ebpf) both depend on it.
 #![no_std]
 
 /// The nightly toolchain that builds the eBPF object (pinned; `cargo xtask setup` installs it).
@@ -120,6 +121,24 @@ pub struct PortCounters {
     pub fin: u64,
     /// TCP RST.
     pub rst: u64,
+}
+
+impl PortCounters {
+    /// `self += inc`, field by field: the kernel adds a packet's counts to its CPU's slot with
+    /// it, userspace sums slots and CPUs.
+    #[inline(always)]
+    pub fn add(&mut self, inc: &PortCounters) {
+        self.packets += inc.packets;
+        self.segments += inc.segments;
+        self.bytes += inc.bytes;
+        // Most packets carry none of these flags: skip four read-modify-writes.
+        if inc.syn | inc.synack | inc.fin | inc.rst != 0 {
+            self.syn += inc.syn;
+            self.synack += inc.synack;
+            self.fin += inc.fin;
+            self.rst += inc.rst;
+        }
+    }
 }
 
 /// One slot of the per-port totals table.

@@ -189,30 +189,16 @@ fn count_port(word: u64, inc: &PortCounters) {
         // SAFETY: this CPU's slot (see above).
         let slot = unsafe { &mut *slot };
         if slot.key == word {
-            add_counters(&mut slot.counters, inc);
+            slot.counters.add(inc);
             return;
         }
         if slot.key == 0 {
             slot.key = word;
-            add_counters(&mut slot.counters, inc);
+            slot.counters.add(inc);
             return;
         }
     }
     bump(CNT_PORT_FULL);
-}
-
-#[inline(always)]
-fn add_counters(v: &mut PortCounters, inc: &PortCounters) {
-    v.packets += inc.packets;
-    v.segments += inc.segments;
-    v.bytes += inc.bytes;
-    // Most packets carry none of these flags: skip four read-modify-writes.
-    if inc.syn | inc.synack | inc.fin | inc.rst != 0 {
-        v.syn += inc.syn;
-        v.synack += inc.synack;
-        v.fin += inc.fin;
-        v.rst += inc.rst;
-    }
 }
 
 /// Adds the packet to this CPU's copy of its flow, inserting the flow when new.

@@ -395,7 +395,7 @@ fn sum_slots(out: &mut Vec<(PortKey, PortCounters)>, raw: &[u8]) {
     for i in start..out.len() {
         if kept > start && out[kept - 1].0 == out[i].0 {
             let add = out[i].1;
-            totals::add_counters(&mut out[kept - 1].1, &add);
+            out[kept - 1].1.add(&add);
         } else {
             out.swap(kept, i);
             kept += 1;

@@ -14,17 +14,6 @@ pub(crate) fn order(k: &PortKey) -> (u8, u16, u8, u8) {
     (k.proto, k.port, k.side, k.dir)
 }
 
-/// `into += add`, field by field.
-pub(crate) fn add_counters(into: &mut PortCounters, add: &PortCounters) {
-    into.packets += add.packets;
-    into.segments += add.segments;
-    into.bytes += add.bytes;
-    into.syn += add.syn;
-    into.synack += add.synack;
-    into.fin += add.fin;
-    into.rst += add.rst;
-}
-
 impl PortTotals {
     /// From entries in any order; the counters of a key given more than once are summed.
     pub(crate) fn from_sums(mut v: Vec<(PortKey, PortCounters)>) -> Self {
@@ -32,7 +21,7 @@ impl PortTotals {
         v.dedup_by(|(k, c), (kept_k, kept)| {
             let same = k == kept_k;
             if same {
-                add_counters(kept, c);
+                kept.add(c);
             }
             same
         });
