@@ -433,26 +433,25 @@ struct Rate {
 /// One figure of a [`Rate`].
 type RateField = fn(&Rate) -> f64;
 
-/// CPU time of the calling thread, in ns.
-fn thread_cpu_ns() -> f64 {
+/// `clock` in ns.
+fn clock_ns(clock: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: clock_gettime into a live timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &raw mut ts) };
-    ts.tv_sec as f64 * 1e9 + ts.tv_nsec as f64
+    unsafe { libc::clock_gettime(clock, &raw mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// CPU time of the calling thread, in ns.
+fn thread_cpu_ns() -> f64 {
+    clock_ns(libc::CLOCK_THREAD_CPUTIME_ID) as f64
 }
 
 /// CLOCK_MONOTONIC in ns (what `perf record -k mono` stamps samples with).
 fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime into a live timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    clock_ns(libc::CLOCK_MONOTONIC)
 }
 
 /// Voluntary context switches of the calling thread so far.
