@@ -389,19 +389,7 @@ fn sum_slots(out: &mut Vec<(PortKey, PortCounters)>, raw: &[u8]) {
             },
         ));
     }
-    let run = &mut out[start..];
-    run.sort_unstable_by_key(|(k, _)| (k.proto, k.port, k.side, k.dir));
-    let mut kept = start;
-    for i in start..out.len() {
-        if kept > start && out[kept - 1].0 == out[i].0 {
-            let add = out[i].1;
-            out[kept - 1].1.add(&add);
-        } else {
-            out.swap(kept, i);
-            kept += 1;
-        }
-    }
-    out.truncate(kept);
+    totals::sort_and_sum(out, start);
 }
 
 /// One flow from every CPU's copy (see [`FlowValue::merge`]).

@@ -14,17 +14,28 @@ pub(crate) fn order(k: &PortKey) -> (u8, u16, u8, u8) {
     (k.proto, k.port, k.side, k.dir)
 }
 
+/// Sorts `v[from..]` by key and sums the counters of a key given more than once into one
+/// entry (`v[..from]` is left as it is).
+pub(crate) fn sort_and_sum(v: &mut Vec<(PortKey, PortCounters)>, from: usize) {
+    let run = v.get_mut(from..).unwrap_or_default();
+    run.sort_unstable_by_key(|(k, _)| order(k));
+    let mut kept = from;
+    for i in from..v.len() {
+        if kept > from && v[kept - 1].0 == v[i].0 {
+            let add = v[i].1;
+            v[kept - 1].1.add(&add);
+        } else {
+            v.swap(kept, i);
+            kept += 1;
+        }
+    }
+    v.truncate(kept);
+}
+
 impl PortTotals {
     /// From entries in any order; the counters of a key given more than once are summed.
     pub(crate) fn from_sums(mut v: Vec<(PortKey, PortCounters)>) -> Self {
-        v.sort_unstable_by_key(|(k, _)| order(k));
-        v.dedup_by(|(k, c), (kept_k, kept)| {
-            let same = k == kept_k;
-            if same {
-                kept.add(c);
-            }
-            same
-        });
+        sort_and_sum(&mut v, 0);
         v.shrink_to_fit();
         Self(v)
     }
