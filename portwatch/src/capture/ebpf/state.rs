@@ -100,12 +100,10 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
-/// Serialises `id` and `b` (little-endian, FNV-1a checksum at the end).
-pub(crate) fn encode(id: &Identity, b: &Baseline) -> Vec<u8> {
-    // Sized for the worst case so the buffer is never reallocated (a doubling copy of a
-    // 65,537-port baseline was the largest allocation of an interval).
-    let mut out = Vec::with_capacity(HEADER_LEN + b.totals.len() * (5 + 7 * VARINT_MAX) + 8);
-    out.extend_from_slice(MAGIC);
+/// The header every version shares: magic, identity, sequence, health counters and the
+/// number of per-port entries that follow.
+fn put_header(out: &mut Vec<u8>, magic: &[u8], id: &Identity, b: &Baseline) {
+    out.extend_from_slice(magic);
     let mut boot = [b' '; BOOT_ID_LEN];
     let src = id.boot_id.as_bytes();
     let n = src.len().min(BOOT_ID_LEN);
@@ -119,8 +117,16 @@ pub(crate) fn encode(id: &Identity, b: &Baseline) -> Vec<u8> {
     for c in b.counters {
         out.extend_from_slice(&c.to_le_bytes());
     }
-    // In key order, so equal baselines give equal files.
     out.extend_from_slice(&(b.totals.len() as u64).to_le_bytes());
+}
+
+/// Serialises `id` and `b` (little-endian, FNV-1a checksum at the end).
+pub(crate) fn encode(id: &Identity, b: &Baseline) -> Vec<u8> {
+    // Sized for the worst case so the buffer is never reallocated (a doubling copy of a
+    // 65,537-port baseline was the largest allocation of an interval).
+    let mut out = Vec::with_capacity(HEADER_LEN + b.totals.len() * (5 + 7 * VARINT_MAX) + 8);
+    put_header(&mut out, MAGIC, id, b);
+    // In key order, so equal baselines give equal files.
     for (k, v) in b.totals.iter() {
         out.extend_from_slice(&k.port.to_le_bytes());
         out.extend_from_slice(&[k.proto, k.side, k.dir]);
@@ -523,19 +529,8 @@ mod tests {
 
     /// `b` in the version-1 layout (fixed 64-byte entries), as agents before PWBASE02 wrote it.
     fn encode_v1(id: &Identity, b: &Baseline) -> Vec<u8> {
-        let mut out = MAGIC_V1.to_vec();
-        let mut boot = [b' '; BOOT_ID_LEN];
-        boot[..id.boot_id.len()].copy_from_slice(id.boot_id.as_bytes());
-        out.extend_from_slice(&boot);
-        out.extend_from_slice(&id.totals_map_id.to_le_bytes());
-        out.extend_from_slice(&id.counters_map_id.to_le_bytes());
-        out.extend_from_slice(&b.seq.to_le_bytes());
-        out.extend_from_slice(&b.last_end.to_le_bytes());
-        out.extend_from_slice(&(COUNTERS_LEN as u32).to_le_bytes());
-        for c in b.counters {
-            out.extend_from_slice(&c.to_le_bytes());
-        }
-        out.extend_from_slice(&(b.totals.len() as u64).to_le_bytes());
+        let mut out = Vec::new();
+        put_header(&mut out, MAGIC_V1, id, b);
         for (k, v) in b.totals.iter() {
             out.extend_from_slice(&k.port.to_le_bytes());
             out.extend_from_slice(&[k.proto, k.side, k.dir, 0, 0, 0]);
