@@ -3,8 +3,13 @@
 //! a SIGKILL in the middle of a write.
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use rusqlite::OptionalExtension;
+
 use super::*;
 use crate::classify::findings::{EntryRef, FindingKind};
+use crate::flow::{
+    Counts, Endpoint, FlowRecord, FlowStats, Health, PortCounts, PortTotal, TcpFlags,
+};
 
 const S: u64 = 1_000_000_000;
 const HOUR: u64 = 3600 * S;
