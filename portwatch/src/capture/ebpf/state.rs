@@ -47,6 +47,11 @@ fn put_varint(out: &mut Vec<u8>, mut x: u64) {
     out.push(x as u8);
 }
 
+/// How many bytes [`put_varint`] writes for `x`.
+fn varint_len(x: u64) -> usize {
+    (64 - x.leading_zeros()).max(1).div_ceil(7) as usize
+}
+
 /// Which maps a baseline belongs to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Identity {
@@ -122,9 +127,22 @@ fn put_header(out: &mut Vec<u8>, magic: &[u8], id: &Identity, b: &Baseline) {
 
 /// Serialises `id` and `b` (little-endian, FNV-1a checksum at the end).
 pub(crate) fn encode(id: &Identity, b: &Baseline) -> Vec<u8> {
-    // Sized for the worst case so the buffer is never reallocated (a doubling copy of a
-    // 65,537-port baseline was the largest allocation of an interval).
-    let mut out = Vec::with_capacity(HEADER_LEN + b.totals.len() * (5 + 7 * VARINT_MAX) + 8);
+    // Sized exactly (one cheap pass over the values) so the buffer is never reallocated (a
+    // doubling copy of a 65,537-port baseline was the largest allocation of an interval) and
+    // holds no more than it needs (the worst case is about four times the usual size).
+    let body: usize = b
+        .totals
+        .iter()
+        .map(|(_, v)| {
+            5 + [
+                v.packets, v.segments, v.bytes, v.syn, v.synack, v.fin, v.rst,
+            ]
+            .into_iter()
+            .map(varint_len)
+            .sum::<usize>()
+        })
+        .sum();
+    let mut out = Vec::with_capacity(HEADER_LEN + body + 8);
     put_header(&mut out, MAGIC, id, b);
     // In key order, so equal baselines give equal files.
     for (k, v) in b.totals.iter() {
@@ -582,6 +600,32 @@ mod tests {
     }
 
     #[test]
+    fn the_encoding_is_sized_exactly() {
+        let (id, mut b) = sample();
+        // Values of every varint length, 1 to 10 bytes.
+        for port in 0..2_000u16 {
+            b.totals.insert(
+                PortKey {
+                    port,
+                    proto: 6,
+                    side: 0,
+                    dir: 1,
+                    _pad: [0; 3],
+                },
+                PortCounters {
+                    packets: u64::from(port),
+                    bytes: u64::from(port) << (port % 57),
+                    rst: u64::MAX >> (port % 64),
+                    ..PortCounters::default()
+                },
+            );
+        }
+        let bytes = encode(&id, &b);
+        assert_eq!(bytes.capacity(), bytes.len());
+        assert_eq!(decode(Path::new("t"), &bytes).unwrap().1, b);
+    }
+
+    #[test]
     fn varints_cover_the_whole_range_and_overlong_ones_are_refused() {
         for x in [
             0,
@@ -597,6 +641,7 @@ mod tests {
             let mut buf = Vec::new();
             put_varint(&mut buf, x);
             assert!(buf.len() <= VARINT_MAX);
+            assert_eq!(varint_len(x), buf.len(), "{x}");
             let mut r = Reader { buf: &buf, at: 0 };
             assert_eq!(r.varint(), Some(x), "{x}");
             assert_eq!(r.at, buf.len());
