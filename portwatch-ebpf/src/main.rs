@@ -15,15 +15,15 @@ use aya_ebpf::{
     bindings::{__sk_buff, BPF_NOEXIST, TC_ACT_UNSPEC},
     helpers::{bpf_jiffies64, bpf_ktime_get_coarse_ns, bpf_skb_load_bytes},
     macros::{classifier, map},
-    maps::{PerCpuArray, PerCpuHashMap},
+    maps::{Array, PerCpuArray, PerCpuHashMap},
     programs::TcContext,
 };
 use portwatch_common::{
     CNT_EXT_LIMIT, CNT_FLOW_ERR, CNT_FLOW_FULL, CNT_FRAGMENTS, CNT_MALFORMED, CNT_NON_IP,
     CNT_PACKETS, CNT_PORT_ERR, CNT_PORT_FULL, CNT_PULL_FAILED, CNT_PULLED, CNT_TRUNCATED, CNT_VLAN,
-    COUNTERS_LEN, DEFAULT_FLOW_CAPACITY, DEFAULT_PORT_SLOTS, DIR_EGRESS, DIR_INGRESS, FAMILY_V4,
-    FAMILY_V6, FlowKey, FlowValue, PORT_PROBES, PortCounters, PortKey, PortSlot, SIDE_LOCAL,
-    SIDE_REMOTE, port_hash,
+    COUNTERS_LEN, DEFAULT_FLOW_CACHE_SLOTS, DEFAULT_FLOW_CAPACITY, DEFAULT_PORT_SLOTS, DIR_EGRESS,
+    DIR_INGRESS, FAMILY_V4, FAMILY_V6, FLOW_CACHE_PROBES, FlowKey, FlowSlot, FlowValue,
+    PORT_PROBES, PortCounters, PortKey, PortSlot, SIDE_LOCAL, SIDE_REMOTE, flow_hash, port_hash,
 };
 
 // Sizes are replaced at load time (`EbpfLoader::map_max_entries`); nothing allocates on the
@@ -42,6 +42,21 @@ static PW_PORT_SLOT_MASK: Global<u32> = Global::new(DEFAULT_PORT_SLOTS - 1);
 /// copies when it drains the entry.
 #[map(name = "PW_FLOWS")]
 static FLOWS: PerCpuHashMap<FlowKey, FlowValue> = PerCpuHashMap::pinned(DEFAULT_FLOW_CAPACITY, 0);
+
+/// The flow cache in front of `FLOWS`: per CPU, two banks of open-addressing slots (see
+/// `MAP_FLOW_CACHE` in portwatch-common). A packet of a flow found in the active bank costs
+/// one inlined array access per probe and plain adds; no hash-map helper call.
+#[map(name = "PW_FLOW_CACHE")]
+static FLOW_CACHE: PerCpuArray<FlowSlot> = PerCpuArray::pinned(2 * DEFAULT_FLOW_CACHE_SLOTS, 0);
+
+/// The flow cache's active bank (entry 0: 0 or 1), flipped by userspace before it drains the
+/// other bank.
+#[map(name = "PW_CACHE_BANK")]
+static CACHE_BANK: Array<u32> = Array::pinned(1, 0);
+
+/// Slots per bank minus one of `FLOW_CACHE`, set by the loader.
+#[unsafe(no_mangle)]
+static PW_FLOW_CACHE_MASK: Global<u32> = Global::new(DEFAULT_FLOW_CACHE_SLOTS - 1);
 
 /// One u64 per `CNT_*` index. Each counter is looked up by index rather than reached by adding
 /// an index to one value pointer: without CAP_PERFMON the verifier refuses pointer arithmetic
@@ -201,7 +216,9 @@ fn count_port(word: u64, inc: &PortCounters) {
     bump(CNT_PORT_FULL);
 }
 
-/// Adds the packet to this CPU's copy of its flow, inserting the flow when new.
+/// Adds the packet to this CPU's copy of its flow: in the flow cache when the flow has a slot
+/// there or a free one within `FLOW_CACHE_PROBES`, else in the flow map, inserting the flow
+/// when new.
 ///
 /// The time is read in two steps: `bpf_jiffies64` (which the verifier inlines into one load on
 /// x86-64) on every packet, and the coarse monotonic clock (a helper call) only when the tick
@@ -212,6 +229,9 @@ fn count_port(word: u64, inc: &PortCounters) {
 fn count_flow<const INGRESS: bool>(key: &FlowKey, bytes: u64, flags: u8, syn: bool) {
     // SAFETY: helper without arguments.
     let tick = unsafe { bpf_jiffies64() } as u32;
+    if cache_flow::<INGRESS>(key, bytes, flags, syn, tick) {
+        return;
+    }
     if let Some(v) = FLOWS.get_ptr_mut(key) {
         update_flow::<INGRESS>(v, bytes, flags, syn, tick);
         return;
@@ -219,11 +239,70 @@ fn count_flow<const INGRESS: bool>(key: &FlowKey, bytes: u64, flags: u8, syn: bo
     new_flow::<INGRESS>(key, bytes, u16::from(flags) | (u16::from(syn) << 8), tick);
 }
 
-/// The rare path, out of line: first packet of a flow. `flags_syn` is the TCP flag byte, plus
-/// 0x100 for a SYN without ACK (a BPF function takes at most five arguments). The insert sets
-/// this CPU's copy and zeroes the others; only this copy carries `first_seen_ns`.
+/// Counts the packet in this CPU's flow cache, active bank; false when every probed slot holds
+/// another flow (the caller then uses the flow map). The cache is this CPU's own and programs
+/// do not nest on one CPU, so nothing else writes a slot meanwhile; userspace only touches the
+/// bank that is not active, after every program run that could still use it has ended.
+#[inline(always)]
+fn cache_flow<const INGRESS: bool>(
+    key: &FlowKey,
+    bytes: u64,
+    flags: u8,
+    syn: bool,
+    tick: u32,
+) -> bool {
+    let Some(bank) = CACHE_BANK.get(0) else {
+        return false;
+    };
+    let mask = PW_FLOW_CACHE_MASK.load();
+    let base = (*bank & 1) * (mask + 1);
+    let w = key.words();
+    let h = flow_hash(&w);
+    for i in 0..FLOW_CACHE_PROBES {
+        let Some(slot) = FLOW_CACHE.get_ptr_mut(base + (h.wrapping_add(i) & mask)) else {
+            return false;
+        };
+        // SAFETY: this CPU's slot (see above); a FlowSlot starts with the 40-byte key, at an
+        // 8-byte aligned offset.
+        let sw = unsafe { &*slot.cast::<[u64; 5]>() };
+        if sw[4] == w[4] && sw[0] == w[0] && sw[2] == w[2] && sw[1] == w[1] && sw[3] == w[3] {
+            // SAFETY: as above.
+            update_flow::<INGRESS>(unsafe { &raw mut (*slot).value }, bytes, flags, syn, tick);
+            return true;
+        }
+        if sw[4] == 0 {
+            install_flow::<INGRESS>(
+                slot,
+                key,
+                bytes,
+                u16::from(flags) | (u16::from(syn) << 8),
+                tick,
+            );
+            return true;
+        }
+    }
+    false
+}
+
+/// First packet of a flow in this CPU's bank (out of line): claims the free `slot`.
+/// `flags_syn` as in [`new_flow`].
 #[inline(never)]
-fn new_flow<const INGRESS: bool>(key: &FlowKey, bytes: u64, flags_syn: u16, tick: u32) {
+fn install_flow<const INGRESS: bool>(
+    slot: *mut FlowSlot,
+    key: &FlowKey,
+    bytes: u64,
+    flags_syn: u16,
+    tick: u32,
+) {
+    // SAFETY: this CPU's free slot.
+    let slot = unsafe { &mut *slot };
+    slot.key = *key;
+    slot.value = first_value::<INGRESS>(bytes, flags_syn, tick);
+}
+
+/// The value of a flow's first packet on this CPU.
+#[inline(always)]
+fn first_value<const INGRESS: bool>(bytes: u64, flags_syn: u16, tick: u32) -> FlowValue {
     let flags = flags_syn as u8;
     let syn = flags_syn & 0x100 != 0;
     // SAFETY: helper without arguments.
@@ -245,6 +324,17 @@ fn new_flow<const INGRESS: bool>(key: &FlowKey, bytes: u64, flags_syn: u16, tick
         init.flags_out = flags;
         init.syns_out = u32::from(syn);
     }
+    init
+}
+
+/// The rare path, out of line: first packet of a flow. `flags_syn` is the TCP flag byte, plus
+/// 0x100 for a SYN without ACK (a BPF function takes at most five arguments). The insert sets
+/// this CPU's copy and zeroes the others; only this copy carries `first_seen_ns`.
+#[inline(never)]
+fn new_flow<const INGRESS: bool>(key: &FlowKey, bytes: u64, flags_syn: u16, tick: u32) {
+    let flags = flags_syn as u8;
+    let syn = flags_syn & 0x100 != 0;
+    let init = first_value::<INGRESS>(bytes, flags_syn, tick);
     match FLOWS.insert(key, init, u64::from(BPF_NOEXIST)) {
         Ok(()) => {}
         Err(e) if e == -EEXIST => match FLOWS.get_ptr_mut(key) {

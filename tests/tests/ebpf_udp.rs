@@ -1,5 +1,6 @@
 //! The eBPF backend counts real UDP traffic between two network namespaces exactly (IPv4 and
-//! IPv6), into both the per-port totals and the flow map, and detaches cleanly.
+//! IPv6), into both the per-port totals and flow detail (the flow cache and, beyond it, the
+//! flow map), and detaches cleanly.
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
@@ -180,5 +181,69 @@ fn flow_first_and_last_seen_bracket_the_traffic() {
         last + SLACK >= t2 && last <= t3,
         "last seen {last} outside the second burst [{t2}, {t3}]"
     );
+    backend.close().expect("close");
+}
+
+#[test]
+fn flows_beyond_the_flow_cache_are_counted_exactly_in_the_flow_map() {
+    if !require_root("flows_beyond_the_flow_cache_are_counted_exactly_in_the_flow_map") {
+        return;
+    }
+    // One cache slot per bank and CPU: one flow per CPU and interval is cached, the others go
+    // to the flow map; a flow can be in both (cached on one CPU, mapped on another). Every copy
+    // is merged into one record with exact counts, interval after interval.
+    const FLOWS: u16 = 6;
+    const ROUNDS: u64 = 15; // at most 180 datagrams queued: below the receive buffer
+    let link = Link::new().expect("namespaces and veth");
+    let pins = PinDir::new("udpcache").expect("pin dir");
+    let cfg = EbpfConfig {
+        flow_cache_slots: 1,
+        ..config(&link, &pins)
+    };
+    let a4 = link.a_v4;
+    let (mut backend, rx) = link.a.run(move || {
+        let b = EbpfBackend::open(cfg).expect("open the eBPF backend");
+        (b, UdpSocket::bind((a4, 7004)).unwrap())
+    });
+    let b4 = link.b_v4;
+    for interval in 1..=2u64 {
+        // Round-robin over the flows, so cached and mapped flows interleave.
+        link.b.run(move || {
+            let socks: Vec<UdpSocket> = (0..FLOWS)
+                .map(|i| UdpSocket::bind((b4, 41000 + i)).expect("bind sender"))
+                .collect();
+            for r in 0..ROUNDS * interval {
+                for s in &socks {
+                    s.send_to(&[r as u8; PAYLOAD], (a4, 7004)).expect("send");
+                }
+            }
+        });
+        rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 2048];
+        for i in 0..ROUNDS * interval * u64::from(FLOWS) {
+            rx.recv_from(&mut buf)
+                .unwrap_or_else(|e| panic!("datagram {i} not received: {e}"));
+        }
+        let s = backend.collect(interval).expect("collect");
+        let ours: Vec<_> = s
+            .flows
+            .iter()
+            .filter(|f| f.key.transport == Transport::Udp && f.key.local.port == 7004)
+            .collect();
+        assert_eq!(
+            ours.len(),
+            usize::from(FLOWS),
+            "one record per flow: {ours:?}"
+        );
+        for f in ours {
+            assert!((41000..41000 + FLOWS).contains(&f.key.remote.port));
+            assert_eq!(f.stats.inbound.packets, ROUNDS * interval, "{f:?}");
+            assert_eq!(
+                f.stats.inbound.bytes,
+                ROUNDS * interval * (14 + 20 + 8 + PAYLOAD as u64)
+            );
+        }
+        assert_eq!(s.health.flow_table_full + s.health.flow_update_errors, 0);
+    }
     backend.close().expect("close");
 }

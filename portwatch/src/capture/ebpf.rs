@@ -27,13 +27,19 @@
 //! - `PW_PORT_TOTALS`: per-CPU per-port totals keyed by (protocol, port, side, direction). The
 //!   program only adds; userspace never deletes. Each [`Backend::collect`] reads them and
 //!   reports the difference from a *baseline*, the totals as of the previous interval.
-//! - `PW_FLOWS`: bounded 5-tuple detail, a per-CPU hash (each CPU adds to its own copy of an
-//!   entry), drained each interval (iterate keys, then one `BPF_MAP_LOOKUP_AND_DELETE_ELEM` per
-//!   key, which returns every CPU's copy; they are merged). Insert failures are counted, never
+//! - `PW_FLOW_CACHE` and `PW_CACHE_BANK`: 5-tuple detail, first stop. Per CPU, two banks of
+//!   flow slots (an open-addressing table, no hash-map helper call on the packet path); the
+//!   program adds to the bank `PW_CACHE_BANK` names. Each interval the bank is flipped, the old
+//!   one read after every program run that could still use it has ended, and zeroed (see
+//!   `cache.rs`). A flow that finds no slot goes to `PW_FLOWS`.
+//! - `PW_FLOWS`: bounded 5-tuple detail behind the cache, a per-CPU hash (each CPU adds to its
+//!   own copy of an entry), drained each interval (iterate keys, then one
+//!   `BPF_MAP_LOOKUP_AND_DELETE_ELEM` per key, which returns every CPU's copy). Every copy of a
+//!   flow, from the cache and the map, is merged into one. Insert failures are counted, never
 //!   silent.
 //! - `PW_COUNTERS`: per-CPU health counters, read as deltas like the totals.
 //!
-//! All three are pinned under `pin_dir`, so a restarted agent continues from them.
+//! All of them are pinned under `pin_dir`, so a restarted agent continues from them.
 //!
 //! # Restart without loss or double counting
 //! The baseline is kept in the pin directory too, as a pinned array map `PW_BASELINE` replaced
@@ -58,6 +64,7 @@
 //! Interfaces are those of the network namespace of the thread that calls [`EbpfBackend::open`]
 //! and [`Backend::refresh_interfaces`].
 mod account;
+mod cache;
 pub mod iface;
 mod state;
 mod sys;
@@ -74,12 +81,13 @@ use aya::programs::tc::{self, SchedClassifierLinkId, TcAttachType};
 use aya::programs::{ProgramError, SchedClassifier};
 use aya::{Ebpf, EbpfLoader};
 use portwatch_common as common;
-use portwatch_common::{FlowKey as KFlowKey, FlowValue, PortCounters, PortKey, PortSlot};
+use portwatch_common::{FlowKey as KFlowKey, FlowSlot, FlowValue, PortCounters, PortKey, PortSlot};
 
 use super::{Backend, BackendKind};
 use crate::clock::{MonotonicOffset, UnixNanos};
 use crate::flow::Snapshot;
 use account::{PortTotals, Reading};
+use cache::{CacheBanks, CacheDrain};
 pub use state::StateError;
 use state::{Baseline, Identity};
 pub use sys::TestRun;
@@ -103,8 +111,12 @@ pub struct EbpfConfig {
     pub ifaces: Option<Vec<String>>,
     /// With `ifaces: None`, observe loopback too.
     pub include_lo: bool,
-    /// Capacity of the flow-detail map (flows per interval).
+    /// Capacity of the flow-detail map (flows per interval beyond those the flow cache holds).
     pub flow_capacity: u32,
+    /// Slots per bank of the per-CPU flow cache in front of the flow map, rounded up to a
+    /// power of two: the flows per CPU and interval counted without a hash-map lookup. Two
+    /// banks of 104 bytes per slot and CPU (3.25 MiB per CPU at the default 16,384).
+    pub flow_cache_slots: u32,
     /// Slots of the per-port totals table (keys of protocol, port, side and direction ever
     /// seen), rounded up to a power of two; 64 bytes per CPU each. Keep it at most about
     /// three-quarters full: a key that finds no slot within 16 probes is counted as
@@ -124,6 +136,7 @@ impl Default for EbpfConfig {
             ifaces: None,
             include_lo: false,
             flow_capacity: common::DEFAULT_FLOW_CAPACITY,
+            flow_cache_slots: common::DEFAULT_FLOW_CACHE_SLOTS,
             port_capacity: common::DEFAULT_PORT_SLOTS,
             pin_dir: PathBuf::from("/sys/fs/bpf/portwatch"),
             resume: None,
@@ -317,6 +330,7 @@ struct AyaMaps {
     counters: PerCpuArray<MapData, u64>,
     flows: MapData,
     flow_capacity: u32,
+    cache: CacheDrain<AyaCache>,
     identity: Identity,
     /// Keys in the per-port table at the last read (a capacity hint for the next one).
     port_keys: std::cell::Cell<usize>,
@@ -326,7 +340,9 @@ impl KernelMaps for AyaMaps {
     fn read(&mut self) -> Result<Reading, EbpfError> {
         let counters = self.counters()?;
         let totals = self.read_totals()?;
-        let flows = self.drain_flows()?;
+        let mut flows = self.drain_flows()?;
+        self.cache.drain(&mut flows)?;
+        let flows = cache::merge_flows(flows);
         Ok(Reading {
             totals,
             counters,
@@ -392,6 +408,104 @@ fn sum_slots(out: &mut Vec<(PortKey, PortCounters)>, raw: &[u8]) {
     totals::sort_and_sum(out, start);
 }
 
+/// The real flow cache: `PW_FLOW_CACHE` (banks of `slots` slots) and `PW_CACHE_BANK`.
+struct AyaCache {
+    slots: MapData,
+    bank: aya::maps::Array<MapData, u32>,
+    per_bank: u32,
+    cpus: usize,
+    /// `membarrier` failed (nohz_full kernels): wait by sleeping instead.
+    sleep_instead: bool,
+}
+
+/// How long a drain waits after flipping the bank where `membarrier` is unavailable: TC
+/// programs run with bottom halves off and take microseconds; this leaves room for a vCPU the
+/// hypervisor holds off. A bound in practice, not a guarantee (docs/ebpf.md).
+const QUIESCE_SLEEP: std::time::Duration = std::time::Duration::from_millis(50);
+
+impl CacheBanks for AyaCache {
+    fn active(&self) -> Result<u32, EbpfError> {
+        self.bank.get(&0, 0).map_err(|source| EbpfError::Map {
+            map: common::MAP_CACHE_BANK,
+            op: "read",
+            source,
+        })
+    }
+
+    fn set_active(&mut self, bank: u32) -> Result<(), EbpfError> {
+        self.bank.set(0, bank, 0).map_err(|source| EbpfError::Map {
+            map: common::MAP_CACHE_BANK,
+            op: "write",
+            source,
+        })
+    }
+
+    fn quiesce(&mut self) -> Result<(), EbpfError> {
+        if !self.sleep_instead {
+            match sys::membarrier_global() {
+                Ok(()) => return Ok(()),
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    tracing::warn!(
+                        "membarrier(MEMBARRIER_CMD_GLOBAL) is unavailable (nohz_full?): the flow \
+                         cache's drain waits {QUIESCE_SLEEP:?} after each bank flip instead"
+                    );
+                    self.sleep_instead = true;
+                }
+                Err(source) => {
+                    return Err(EbpfError::Syscall {
+                        map: common::MAP_CACHE_BANK,
+                        op: "membarrier",
+                        source,
+                    });
+                }
+            }
+        }
+        std::thread::sleep(QUIESCE_SLEEP);
+        Ok(())
+    }
+
+    fn read_bank(
+        &self,
+        bank: u32,
+        flows: &mut Vec<(KFlowKey, FlowValue)>,
+        used: &mut Vec<u32>,
+    ) -> Result<(), EbpfError> {
+        let first = bank * self.per_bank;
+        let mut next = first;
+        let chunk_len = std::mem::size_of::<FlowSlot>() * self.cpus;
+        sys::percpu_array_read_each(
+            self.slots.fd().as_fd(),
+            first,
+            self.per_bank,
+            std::mem::size_of::<FlowSlot>(),
+            self.cpus,
+            |raw| {
+                cache::parse_slots(raw, next, self.cpus, flows, used);
+                next += (raw.len() / chunk_len) as u32;
+            },
+        )
+        .map_err(|source| EbpfError::Syscall {
+            map: common::MAP_FLOW_CACHE,
+            op: "BPF_MAP_LOOKUP_BATCH",
+            source,
+        })
+    }
+
+    fn zero(&mut self, indices: &[u32]) -> Result<(), EbpfError> {
+        sys::percpu_array_zero(
+            self.slots.fd().as_fd(),
+            indices,
+            std::mem::size_of::<FlowSlot>(),
+            self.cpus,
+        )
+        .map_err(|source| EbpfError::Syscall {
+            map: common::MAP_FLOW_CACHE,
+            op: "BPF_MAP_UPDATE_BATCH",
+            source,
+        })
+    }
+}
+
 /// One flow from every CPU's copy (see [`FlowValue::merge`]).
 fn merge_cpus(per_cpu: &[FlowValue]) -> FlowValue {
     let mut v = FlowValue::default();
@@ -410,6 +524,7 @@ impl AyaMaps {
         let mut totals = Vec::with_capacity(self.port_keys.get() + 4096);
         sys::percpu_array_read_each(
             self.totals.fd().as_fd(),
+            0,
             self.port_slots,
             size,
             self.cpus,
@@ -681,7 +796,12 @@ fn matches_pin(info: &MapInfo, e: &Expect) -> bool {
 
 /// Removes pinned maps that do not match this build's layout or configuration. Returns true
 /// when the totals and counters maps are reused (they hold earlier counts).
-fn check_pins(pin_dir: &Path, flow_capacity: u32, port_slots: u32) -> Result<bool, EbpfError> {
+fn check_pins(
+    pin_dir: &Path,
+    flow_capacity: u32,
+    port_slots: u32,
+    cache_slots: u32,
+) -> Result<bool, EbpfError> {
     use std::mem::size_of;
     let totals = Expect {
         name: common::MAP_PORT_TOTALS,
@@ -705,6 +825,22 @@ fn check_pins(pin_dir: &Path, flow_capacity: u32, port_slots: u32) -> Result<boo
         key_size: size_of::<KFlowKey>() as u32,
         value_size: size_of::<FlowValue>() as u32,
         max_entries: flow_capacity,
+        flags: 0,
+    };
+    let cache = Expect {
+        name: common::MAP_FLOW_CACHE,
+        map_type: MapType::PerCpuArray,
+        key_size: 4,
+        value_size: size_of::<FlowSlot>() as u32,
+        max_entries: 2 * cache_slots,
+        flags: 0,
+    };
+    let bank = Expect {
+        name: common::MAP_CACHE_BANK,
+        map_type: MapType::Array,
+        key_size: 4,
+        value_size: 4,
+        max_entries: 1,
         flags: 0,
     };
     let state = |e: &Expect| -> Option<bool> {
@@ -746,6 +882,15 @@ fn check_pins(pin_dir: &Path, flow_capacity: u32, port_slots: u32) -> Result<boo
             "its capacity or layout differs; undrained flow detail is dropped",
         )?;
     }
+    if state(&cache) == Some(false) {
+        unpin(
+            &cache,
+            "its size or layout differs; undrained flow detail is dropped",
+        )?;
+    }
+    if state(&bank) == Some(false) {
+        unpin(&bank, "its layout differs")?;
+    }
     Ok(reused)
 }
 
@@ -782,15 +927,25 @@ impl EbpfBackend {
         }
         let slots = cfg.port_capacity.max(2).next_power_of_two();
         let mask = slots - 1;
-        let reused = check_pins(&cfg.pin_dir, cfg.flow_capacity, slots)?;
+        let cache_slots = cfg.flow_cache_slots.max(1).next_power_of_two();
+        let cache_mask = cache_slots - 1;
+        let reused = check_pins(&cfg.pin_dir, cfg.flow_capacity, slots, cache_slots)?;
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(&cfg.pin_dir)
             .map_max_entries(common::MAP_FLOWS, cfg.flow_capacity)
             .map_max_entries(common::MAP_PORT_TOTALS, slots)
+            .map_max_entries(common::MAP_FLOW_CACHE, 2 * cache_slots)
             .override_global(common::GLOBAL_PORT_SLOT_MASK, &mask, true)
+            .override_global(common::GLOBAL_FLOW_CACHE_MASK, &cache_mask, true)
             .load(OBJECT)
             .map_err(|e| or_permission("loading the eBPF maps and programs", e, EbpfError::Load))?;
-        let maps = take_maps(&mut ebpf, &cfg.pin_dir, cfg.flow_capacity, slots)?;
+        let maps = take_maps(
+            &mut ebpf,
+            &cfg.pin_dir,
+            cfg.flow_capacity,
+            slots,
+            cache_slots,
+        )?;
         let store = Box::new(state::BpffsStore::new(&cfg.pin_dir));
         let collector = Collector::new(maps, store, !reused, cfg.resume.as_deref())?;
         for prog in [common::PROG_INGRESS, common::PROG_EGRESS] {
@@ -994,6 +1149,7 @@ fn take_maps(
     pin_dir: &Path,
     flow_capacity: u32,
     port_slots: u32,
+    cache_slots: u32,
 ) -> Result<AyaMaps, EbpfError> {
     let mut take = |name: &'static str| {
         ebpf.take_map(name).ok_or(EbpfError::Missing {
@@ -1029,6 +1185,18 @@ fn take_maps(
             });
         }
     };
+    let cache_map = match take(common::MAP_FLOW_CACHE)? {
+        aya::maps::Map::PerCpuArray(m) => m,
+        _ => {
+            return Err(EbpfError::Missing {
+                kind: "per-CPU array",
+                name: common::MAP_FLOW_CACHE.to_owned(),
+            });
+        }
+    };
+    let bank: aya::maps::Array<MapData, u32> = take(common::MAP_CACHE_BANK)?
+        .try_into()
+        .map_err(map_err(common::MAP_CACHE_BANK))?;
     let id = |map: &'static str| {
         MapInfo::from_pin(pin_dir.join(map))
             .map(|i| i.id())
@@ -1061,6 +1229,13 @@ fn take_maps(
         counters,
         flows,
         flow_capacity,
+        cache: CacheDrain::new(AyaCache {
+            slots: cache_map,
+            bank,
+            per_bank: cache_slots,
+            cpus,
+            sleep_instead: false,
+        }),
         identity,
         port_keys: std::cell::Cell::new(0),
     })

@@ -1,6 +1,6 @@
-//! Thin wrappers over the `bpf(2)` commands aya 0.14 does not expose for our use: key iteration
-//! and lookup-and-delete on a hash map, and `BPF_PROG_TEST_RUN`. Nothing else calls `bpf(2)`
-//! directly.
+//! Thin wrappers over the `bpf(2)` commands aya 0.14 does not expose for our use (key iteration
+//! and lookup-and-delete on a hash map, batch reads and writes of per-CPU arrays,
+//! `BPF_PROG_TEST_RUN`) and over `membarrier(2)`. Nothing else calls `bpf(2)` directly.
 use std::ffi::CString;
 use std::io;
 use std::mem::size_of;
@@ -18,6 +18,8 @@ const BPF_MAP_TYPE_ARRAY: u32 = 2;
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
 const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+const MEMBARRIER_CMD_GLOBAL: libc::c_int = 1;
 
 /// The `bpf_attr` member used by the map element commands.
 #[repr(C)]
@@ -151,13 +153,14 @@ pub(crate) fn map_lookup_and_delete_percpu<K, V: Copy + Default>(
     }
 }
 
-/// Reads every value of a per-CPU array of `entries` values of `value_size` bytes with
-/// `BPF_MAP_LOOKUP_BATCH` (Linux 5.6), a few calls instead of one per index, handing `each`
-/// the values chunk by chunk in index order (one reused buffer of a few thousand values, not
-/// the whole table at once), each value as `cpus` consecutive slots of `value_size` rounded up
-/// to 8 bytes.
+/// Reads the values at indices `first .. first + entries` of a per-CPU array of `value_size`
+/// bytes with `BPF_MAP_LOOKUP_BATCH` (Linux 5.6), a few calls instead of one per index, handing
+/// `each` the values chunk by chunk in index order (one reused buffer of a few thousand values,
+/// not the whole range at once), each value as `cpus` consecutive slots of `value_size` rounded
+/// up to 8 bytes.
 pub(crate) fn percpu_array_read_each(
     fd: BorrowedFd<'_>,
+    first: u32,
     entries: u32,
     value_size: usize,
     cpus: usize,
@@ -167,13 +170,14 @@ pub(crate) fn percpu_array_read_each(
     let stride = value_size.next_multiple_of(8) * cpus;
     let mut buf = vec![0u8; CHUNK as usize * stride];
     let mut keys = vec![0u32; CHUNK as usize];
-    let mut token = 0u32;
+    // The batch token is the last index returned; the kernel goes on after it.
+    let mut token = first.wrapping_sub(1);
     let mut done = 0usize;
-    let mut first = true;
+    let mut start = first == 0;
     while done < entries as usize {
         let want = CHUNK.min(entries - done as u32);
         let mut attr = BatchAttr {
-            in_batch: if first {
+            in_batch: if start {
                 0
             } else {
                 std::ptr::from_ref(&token) as u64
@@ -190,15 +194,16 @@ pub(crate) fn percpu_array_read_each(
         // The kernel returns the values in key order from the token on.
         if let Some(&k) = keys.first()
             && got > 0
-            && k as usize != done
+            && k as usize != first as usize + done
         {
             return Err(io::Error::other(format!(
-                "BPF_MAP_LOOKUP_BATCH resumed at index {k}, expected {done}"
+                "BPF_MAP_LOOKUP_BATCH resumed at index {k}, expected {}",
+                first as usize + done
             )));
         }
         each(&buf[..got * stride]);
         done += got;
-        first = false;
+        start = false;
         match r {
             Ok(_) => {}
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => break,
@@ -209,6 +214,50 @@ pub(crate) fn percpu_array_read_each(
         }
     }
     Ok(())
+}
+
+/// Sets the values at `indices` of a per-CPU array of `value_size` bytes to zero on every CPU
+/// with `BPF_MAP_UPDATE_BATCH` (Linux 5.6), a chunk of indices per call.
+pub(crate) fn percpu_array_zero(
+    fd: BorrowedFd<'_>,
+    indices: &[u32],
+    value_size: usize,
+    cpus: usize,
+) -> io::Result<()> {
+    const CHUNK: usize = 1024;
+    let stride = value_size.next_multiple_of(8) * cpus;
+    let zeros = vec![0u8; CHUNK.min(indices.len()) * stride];
+    for chunk in indices.chunks(CHUNK) {
+        let mut attr = BatchAttr {
+            keys: chunk.as_ptr() as u64,
+            values: zeros.as_ptr() as u64,
+            count: chunk.len() as u32,
+            map_fd: fd.as_raw_fd() as u32,
+            ..BatchAttr::default()
+        };
+        sys_bpf(BPF_MAP_UPDATE_BATCH, &mut attr)?;
+        if attr.count as usize != chunk.len() {
+            return Err(io::Error::other(format!(
+                "BPF_MAP_UPDATE_BATCH wrote {} of {} values",
+                attr.count,
+                chunk.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `membarrier(MEMBARRIER_CMD_GLOBAL)`: returns after an RCU grace period, so every BPF program
+/// run that started before the call (they run inside RCU read-side sections) has ended.
+/// Fails with `EINVAL` on kernels booted with `nohz_full`.
+pub(crate) fn membarrier_global() -> io::Result<()> {
+    // SAFETY: membarrier takes no pointers.
+    let rc = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
 }
 
 /// Creates an array map of `entries` values of `value_size` bytes (u32 keys).

@@ -1,0 +1,346 @@
+//! The flow cache's drain (`PW_FLOW_CACHE`: per CPU, two banks of flow slots in front of the
+//! `PW_FLOWS` hash) and the merge of every drained copy of a flow into one. It reaches the
+//! kernel only through the [`CacheBanks`] seam (a fake drives it in tests) and owns no other map.
+//!
+//! The program adds to the bank that `PW_CACHE_BANK` names. Each interval userspace flips the
+//! bank, waits until no program run can still be using the old one (`membarrier`: an RCU grace
+//! period, and programs run inside RCU read-side sections), reads the old bank and zeroes the
+//! slots it found in use. The first drain of an agent also drains the idle bank, which holds
+//! what an agent killed between reading and zeroing it left behind: that agent never handed it
+//! out, so nothing is counted twice, and nothing is lost.
+use portwatch_common::{FlowKey as KFlowKey, FlowSlot, FlowValue};
+
+use super::EbpfError;
+
+/// The kernel side of the flow cache.
+pub(crate) trait CacheBanks {
+    /// The bank the programs add to (0 or 1).
+    fn active(&self) -> Result<u32, EbpfError>;
+    /// Makes `bank` the one the programs add to.
+    fn set_active(&mut self, bank: u32) -> Result<(), EbpfError>;
+    /// Returns once every program run that started before the call has ended.
+    fn quiesce(&mut self) -> Result<(), EbpfError>;
+    /// Appends every CPU's copy of each used slot of `bank` to `flows`, and the slot indices
+    /// (within the map) used on any CPU to `used`.
+    fn read_bank(
+        &self,
+        bank: u32,
+        flows: &mut Vec<(KFlowKey, FlowValue)>,
+        used: &mut Vec<u32>,
+    ) -> Result<(), EbpfError>;
+    /// Zeroes the slots at `indices` on every CPU.
+    fn zero(&mut self, indices: &[u32]) -> Result<(), EbpfError>;
+}
+
+/// Drains a flow cache, one bank per call.
+pub(crate) struct CacheDrain<C> {
+    pub(crate) banks: C,
+    /// The idle bank was drained (done once per agent, on its first drain).
+    started: bool,
+}
+
+impl<C: CacheBanks> CacheDrain<C> {
+    pub(crate) fn new(banks: C) -> Self {
+        Self {
+            banks,
+            started: false,
+        }
+    }
+
+    /// Appends every flow the cache counted since the previous drain to `flows` (a flow once
+    /// per CPU that counted it: see [`merge_flows`]).
+    pub(crate) fn drain(
+        &mut self,
+        flows: &mut Vec<(KFlowKey, FlowValue)>,
+    ) -> Result<(), EbpfError> {
+        if !self.started {
+            self.banks.quiesce()?;
+            let idle = (self.banks.active()? & 1) ^ 1;
+            self.drain_bank(idle, flows)?;
+            self.started = true;
+        }
+        let old = self.banks.active()? & 1;
+        self.banks.set_active(old ^ 1)?;
+        self.banks.quiesce()?;
+        self.drain_bank(old, flows)
+    }
+
+    fn drain_bank(
+        &mut self,
+        bank: u32,
+        flows: &mut Vec<(KFlowKey, FlowValue)>,
+    ) -> Result<(), EbpfError> {
+        let mut used = Vec::new();
+        self.banks.read_bank(bank, flows, &mut used)?;
+        if used.is_empty() {
+            return Ok(());
+        }
+        self.banks.zero(&used)
+    }
+}
+
+/// Parses a chunk of a bank as `BPF_MAP_LOOKUP_BATCH` returns it (per slot, `cpus` consecutive
+/// [`FlowSlot`]s), the first slot at map index `first`: every CPU's used copy goes to `flows`,
+/// the index of a slot used on any CPU to `used`.
+pub(crate) fn parse_slots(
+    raw: &[u8],
+    first: u32,
+    cpus: usize,
+    flows: &mut Vec<(KFlowKey, FlowValue)>,
+    used: &mut Vec<u32>,
+) {
+    let size = std::mem::size_of::<FlowSlot>();
+    for (i, slot) in raw.chunks_exact(size * cpus).enumerate() {
+        let mut any = false;
+        for copy in slot.chunks_exact(size) {
+            // SAFETY: `copy` is exactly one FlowSlot's bytes; FlowSlot is plain integers (any
+            // bit pattern is valid), read unaligned.
+            let s: FlowSlot = unsafe { std::ptr::read_unaligned(copy.as_ptr().cast()) };
+            if s.key.family == 0 {
+                continue;
+            }
+            any = true;
+            flows.push((s.key, s.value));
+        }
+        if any {
+            used.push(first + i as u32);
+        }
+    }
+}
+
+/// Folds every copy of a flow (one per CPU that cached it, plus the flow map's merged entry)
+/// into one ([`FlowValue::merge`]); the result is in key order.
+pub(crate) fn merge_flows(mut flows: Vec<(KFlowKey, FlowValue)>) -> Vec<(KFlowKey, FlowValue)> {
+    flows.sort_unstable_by_key(|(k, _)| k.words());
+    let mut out: Vec<(KFlowKey, FlowValue)> = Vec::with_capacity(flows.len());
+    for (k, v) in flows {
+        match out.last_mut() {
+            Some((lk, lv)) if *lk == k => lv.merge(&v),
+            _ => out.push((k, v)),
+        }
+    }
+    out.shrink_to_fit();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portwatch_common::FAMILY_V4;
+
+    fn key(port: u16) -> KFlowKey {
+        KFlowKey {
+            local_addr: [0x0100_000a, 0, 0, 0],
+            remote_addr: [0x0200_000a, 0, 0, 0],
+            local_port: 53,
+            remote_port: port,
+            proto: 17,
+            family: FAMILY_V4,
+            _pad: [0; 2],
+        }
+    }
+
+    fn val(packets: u64, first: u64, last: u64) -> FlowValue {
+        FlowValue {
+            packets_in: packets,
+            bytes_in: 100 * packets,
+            first_seen_ns: first,
+            last_seen_ns: last,
+            ..FlowValue::default()
+        }
+    }
+
+    /// A scripted kernel: per CPU, two banks of `SLOTS` slots, and programs that are still
+    /// running on the bank they started with when userspace flips it (their adds land when
+    /// `quiesce` has not returned yet, as a grace period lets them).
+    struct FakeBanks {
+        cpus: Vec<Vec<FlowSlot>>,
+        bank: u32,
+        in_flight: Vec<(usize, u32, KFlowKey, FlowValue)>,
+        log: Vec<&'static str>,
+    }
+
+    const SLOTS: usize = 8;
+
+    impl FakeBanks {
+        fn new(cpus: usize) -> Self {
+            Self {
+                cpus: vec![vec![FlowSlot::default(); 2 * SLOTS]; cpus],
+                bank: 0,
+                in_flight: Vec::new(),
+                log: Vec::new(),
+            }
+        }
+        /// A packet counted on `cpu` in `bank` (what the program does: find or claim a slot).
+        fn count_in(&mut self, cpu: usize, bank: u32, k: KFlowKey, v: FlowValue) {
+            let base = bank as usize * SLOTS;
+            let h = portwatch_common::flow_hash(&k.words()) as usize;
+            for i in 0..SLOTS {
+                let s = &mut self.cpus[cpu][base + (h + i) % SLOTS];
+                if s.key == k {
+                    s.value.merge(&v);
+                    return;
+                }
+                if s.key.family == 0 {
+                    *s = FlowSlot { key: k, value: v };
+                    return;
+                }
+            }
+            panic!("fake bank full");
+        }
+        fn count(&mut self, cpu: usize, k: KFlowKey, v: FlowValue) {
+            self.count_in(cpu, self.bank, k, v);
+        }
+        /// A program run on `cpu` that read the bank before the next flip and adds after it.
+        fn start_run(&mut self, cpu: usize, k: KFlowKey, v: FlowValue) {
+            self.in_flight.push((cpu, self.bank, k, v));
+        }
+    }
+
+    impl CacheBanks for FakeBanks {
+        fn active(&self) -> Result<u32, EbpfError> {
+            Ok(self.bank)
+        }
+        fn set_active(&mut self, bank: u32) -> Result<(), EbpfError> {
+            self.log.push("flip");
+            self.bank = bank;
+            Ok(())
+        }
+        fn quiesce(&mut self) -> Result<(), EbpfError> {
+            self.log.push("quiesce");
+            for (cpu, bank, k, v) in std::mem::take(&mut self.in_flight) {
+                self.count_in(cpu, bank, k, v);
+            }
+            Ok(())
+        }
+        fn read_bank(
+            &self,
+            bank: u32,
+            flows: &mut Vec<(KFlowKey, FlowValue)>,
+            used: &mut Vec<u32>,
+        ) -> Result<(), EbpfError> {
+            // The kernel's batch layout: per slot, every CPU's copy.
+            let size = std::mem::size_of::<FlowSlot>();
+            let ncpu = self.cpus.len();
+            let first = bank * SLOTS as u32;
+            let mut raw = vec![0u8; SLOTS * ncpu * size];
+            for i in 0..SLOTS {
+                for (c, slots) in self.cpus.iter().enumerate() {
+                    let s = &slots[first as usize + i];
+                    // SAFETY: FlowSlot is plain integers; writes its bytes into the buffer.
+                    unsafe {
+                        std::ptr::write_unaligned(
+                            raw[(i * ncpu + c) * size..].as_mut_ptr().cast::<FlowSlot>(),
+                            *s,
+                        );
+                    }
+                }
+            }
+            parse_slots(&raw, first, ncpu, flows, used);
+            Ok(())
+        }
+        fn zero(&mut self, indices: &[u32]) -> Result<(), EbpfError> {
+            self.log.push("zero");
+            for slots in &mut self.cpus {
+                for &i in indices {
+                    slots[i as usize] = FlowSlot::default();
+                }
+            }
+            Ok(())
+        }
+    }
+
+    fn drained(
+        d: &mut CacheDrain<FakeBanks>,
+        map: Vec<(KFlowKey, FlowValue)>,
+    ) -> Vec<(KFlowKey, FlowValue)> {
+        let mut flows = map;
+        d.drain(&mut flows).unwrap();
+        merge_flows(flows)
+    }
+
+    #[test]
+    fn copies_of_a_flow_from_every_cpu_and_the_flow_map_merge_into_one() {
+        let mut d = CacheDrain::new(FakeBanks::new(2));
+        d.banks.count(0, key(1000), val(3, 50, 70));
+        d.banks.count(1, key(1000), val(2, 40, 90));
+        d.banks.count(1, key(2000), val(1, 60, 60));
+        // The same flow in the flow map (another CPU found its cache full).
+        let got = drained(&mut d, vec![(key(1000), val(5, 45, 80))]);
+        assert_eq!(got.len(), 2);
+        let (k, v) = got[0];
+        assert_eq!(k, key(1000));
+        assert_eq!(v.packets_in, 10);
+        assert_eq!(v.bytes_in, 1000);
+        assert_eq!((v.first_seen_ns, v.last_seen_ns), (40, 90));
+        assert_eq!((got[1].0, got[1].1.packets_in), (key(2000), 1));
+    }
+
+    #[test]
+    fn a_run_still_using_the_old_bank_at_the_flip_is_read_with_it_and_never_twice() {
+        let mut d = CacheDrain::new(FakeBanks::new(2));
+        d.banks.count(0, key(7), val(1, 10, 10));
+        // This run read the bank number before the flip; its add lands during the wait.
+        d.banks.start_run(1, key(7), val(1, 11, 11));
+        let first = drained(&mut d, Vec::new());
+        assert_eq!(first.len(), 1);
+        assert_eq!(
+            first[0].1.packets_in, 2,
+            "the in-flight add is in this interval"
+        );
+        // Packets after the flip go to the other bank, the next interval.
+        d.banks.count(0, key(7), val(4, 20, 20));
+        let second = drained(&mut d, Vec::new());
+        assert_eq!(second.len(), 1);
+        assert_eq!(second[0].1.packets_in, 4);
+        assert_eq!(second[0].1.first_seen_ns, 20);
+        // The bank is read only after the wait, and zeroed after it was read.
+        let steady: Vec<_> = d.banks.log.iter().rev().take(3).rev().copied().collect();
+        assert_eq!(steady, ["flip", "quiesce", "zero"]);
+        // Nothing left: both banks are zero after their drains.
+        assert!(drained(&mut d, Vec::new()).is_empty());
+        assert!(
+            d.banks
+                .cpus
+                .iter()
+                .flatten()
+                .all(|s| *s == FlowSlot::default())
+        );
+    }
+
+    #[test]
+    fn the_first_drain_also_takes_what_a_killed_agent_left_in_the_idle_bank() {
+        let mut banks = FakeBanks::new(2);
+        // An earlier agent flipped to bank 1 and died before it zeroed bank 0.
+        banks.count_in(0, 0, key(1), val(2, 5, 6));
+        banks.bank = 1;
+        banks.count(1, key(1), val(3, 7, 8));
+        let mut d = CacheDrain::new(banks);
+        let got = drained(&mut d, Vec::new());
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].1.packets_in, 5);
+        assert_eq!(got[0].1.first_seen_ns, 5);
+        assert_eq!(d.banks.bank, 0);
+        // Later drains read one bank each and find nothing twice.
+        d.banks.count(1, key(1), val(1, 9, 9));
+        let next = drained(&mut d, Vec::new());
+        assert_eq!(next[0].1.packets_in, 1);
+    }
+
+    #[test]
+    fn a_slot_used_on_one_cpu_only_is_read_and_zeroed_and_free_slots_are_skipped() {
+        let mut d = CacheDrain::new(FakeBanks::new(3));
+        for p in 0..6u16 {
+            d.banks.count(usize::from(p % 3), key(p), val(1, 1, 1));
+        }
+        let mut flows = Vec::new();
+        let mut used = Vec::new();
+        d.banks.read_bank(0, &mut flows, &mut used).unwrap();
+        assert_eq!(flows.len(), 6);
+        assert!(used.len() <= 6 && !used.is_empty());
+        assert!(used.iter().all(|&i| (i as usize) < SLOTS));
+        let got = drained(&mut d, Vec::new());
+        assert_eq!(got.len(), 6);
+        assert!(got.windows(2).all(|w| w[0].0.words() < w[1].0.words()));
+    }
+}
