@@ -32,6 +32,7 @@ pub struct ConfigFile {
     pub out: Option<PathBuf>,
     pub format: Option<Vec<String>>,
     pub flow_capacity: Option<u32>,
+    pub flow_cache_slots: Option<u32>,
     pub pin_dir: Option<PathBuf>,
     pub metrics: Option<String>,
     pub history: Option<PathBuf>,
@@ -111,6 +112,8 @@ pub struct AgentConfig {
     pub out: Option<PathBuf>,
     pub formats: Vec<String>,
     pub flow_capacity: u32,
+    /// eBPF only: slots per bank and CPU of the flow cache in front of the flow map.
+    pub flow_cache_slots: u32,
     pub pin_dir: PathBuf,
     pub metrics: Option<SocketAddr>,
     pub history: Option<PathBuf>,
@@ -125,6 +128,7 @@ pub struct AgentConfig {
 pub mod defaults {
     pub const INTERVAL: &str = "60s";
     pub const FLOW_CAPACITY: u32 = 65_536;
+    pub const FLOW_CACHE_SLOTS: u32 = 16_384;
     pub const PIN_DIR: &str = "/sys/fs/bpf/portwatch";
     pub const RETENTION: &str = "90d";
     pub const FORMATS: &[&str] = &["json", "text"];
@@ -143,6 +147,7 @@ pub struct Overrides {
     pub out: Option<PathBuf>,
     pub format: Vec<String>,
     pub flow_capacity: Option<u32>,
+    pub flow_cache_slots: Option<u32>,
     pub pin_dir: Option<PathBuf>,
     pub metrics: Option<String>,
     pub no_metrics: bool,
@@ -204,6 +209,10 @@ impl AgentConfig {
                 .flow_capacity
                 .or(file.flow_capacity)
                 .unwrap_or(defaults::FLOW_CAPACITY),
+            flow_cache_slots: cli
+                .flow_cache_slots
+                .or(file.flow_cache_slots)
+                .unwrap_or(defaults::FLOW_CACHE_SLOTS),
             pin_dir: cli
                 .pin_dir
                 .or(file.pin_dir)
@@ -261,6 +270,11 @@ mod tests {
         assert_eq!(c.ifaces, Some(vec!["eth0".to_owned()]));
         assert_eq!(c.metrics, Some("127.0.0.1:9187".parse().unwrap()));
         assert_eq!(c.flow_capacity, defaults::FLOW_CAPACITY);
+        assert_eq!(c.flow_cache_slots, defaults::FLOW_CACHE_SLOTS);
+        assert_eq!(
+            defaults::FLOW_CACHE_SLOTS,
+            portwatch_common::DEFAULT_FLOW_CACHE_SLOTS
+        );
     }
 
     #[test]

@@ -52,6 +52,10 @@ pub struct RunArgs {
     /// Capacity of the flow-detail table (flows past it are counted, totals stay exact).
     #[arg(long, value_name = "N")]
     pub flow_capacity: Option<u32>,
+    /// eBPF: flow-cache slots per bank and CPU (a power of two; two banks of 104 bytes per slot
+    /// and CPU). Flow detail per interval holds up to flow-capacity + this x CPUs flows.
+    #[arg(long, value_name = "N")]
+    pub flow_cache_slots: Option<u32>,
     /// bpffs directory for the pinned maps (eBPF backend).
     #[arg(long, value_name = "DIR")]
     pub pin_dir: Option<PathBuf>,
@@ -83,6 +87,7 @@ impl RunArgs {
             out: self.out.clone(),
             format: self.format.clone(),
             flow_capacity: self.flow_capacity,
+            flow_cache_slots: self.flow_cache_slots,
             pin_dir: self.pin_dir.clone(),
             metrics: self.metrics.clone(),
             no_metrics: self.no_metrics,
@@ -263,6 +268,7 @@ fn open_ebpf(cfg: &AgentConfig, resume: Option<Vec<u8>>) -> Result<Box<dyn Backe
     let b = EbpfBackend::open(EbpfConfig {
         ifaces: cfg.ifaces.clone(),
         flow_capacity: cfg.flow_capacity,
+        flow_cache_slots: cfg.flow_cache_slots,
         pin_dir: cfg.pin_dir.clone(),
         resume,
         ..EbpfConfig::default()
