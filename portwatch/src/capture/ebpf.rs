@@ -340,8 +340,11 @@ impl KernelMaps for AyaMaps {
     fn read(&mut self) -> Result<Reading, EbpfError> {
         let counters = self.counters()?;
         let totals = self.read_totals()?;
-        let mut flows = self.drain_flows()?;
+        // The cache first: its vector grows as it is read; the map's entries are then added
+        // with one exact reservation (their count is known once the keys are walked).
+        let mut flows = Vec::new();
         self.cache.drain(&mut flows)?;
+        self.drain_flows(&mut flows)?;
         let flows = cache::merge_flows(flows);
         Ok(Reading {
             totals,
@@ -542,8 +545,8 @@ impl AyaMaps {
     }
 
     /// Iterates the keys first (deleting while iterating would restart the walk), then looks
-    /// up and deletes each one.
-    fn drain_flows(&self) -> Result<Vec<(KFlowKey, FlowValue)>, EbpfError> {
+    /// up and deletes each one, appending the entries to `out`.
+    fn drain_flows(&self, out: &mut Vec<(KFlowKey, FlowValue)>) -> Result<(), EbpfError> {
         let fd = self.flows.fd().as_fd();
         let sys = |op| {
             move |source| EbpfError::Syscall {
@@ -564,7 +567,7 @@ impl AyaMaps {
                 None => break,
             }
         }
-        let mut out = Vec::with_capacity(keys.len());
+        out.reserve_exact(keys.len());
         for k in keys {
             if let Some(per_cpu) =
                 sys::map_lookup_and_delete_percpu::<_, FlowValue>(fd, &k, self.cpus)
@@ -573,7 +576,7 @@ impl AyaMaps {
                 out.push((k, merge_cpus(&per_cpu)));
             }
         }
-        Ok(out)
+        Ok(())
     }
 }
 

@@ -109,18 +109,19 @@ pub(crate) fn parse_slots(
 }
 
 /// Folds every copy of a flow (one per CPU that cached it, plus the flow map's merged entry)
-/// into one ([`FlowValue::merge`]); the result is in key order.
+/// into one ([`FlowValue::merge`]); the result is in key order. In place: the drained flows are
+/// the largest allocation of an interval, and a second vector would double it.
 pub(crate) fn merge_flows(mut flows: Vec<(KFlowKey, FlowValue)>) -> Vec<(KFlowKey, FlowValue)> {
     flows.sort_unstable_by_key(|(k, _)| k.words());
-    let mut out: Vec<(KFlowKey, FlowValue)> = Vec::with_capacity(flows.len());
-    for (k, v) in flows {
-        match out.last_mut() {
-            Some((lk, lv)) if *lk == k => lv.merge(&v),
-            _ => out.push((k, v)),
+    // `later` is removed when it has the key of `kept`, the copy before it that stays.
+    flows.dedup_by(|later, kept| {
+        let same = later.0 == kept.0;
+        if same {
+            kept.1.merge(&later.1);
         }
-    }
-    out.shrink_to_fit();
-    out
+        same
+    });
+    flows
 }
 
 #[cfg(test)]
