@@ -249,6 +249,9 @@ pub const GLOBAL_FLOW_CACHE_MASK: &str = "PW_FLOW_CACHE_MASK";
 /// slot costs 104 bytes per bank per CPU (3.25 MiB per CPU at the default). Flows that find no
 /// slot within [`FLOW_CACHE_PROBES`] probes go to the flow map.
 pub const DEFAULT_FLOW_CACHE_SLOTS: u32 = 16_384;
+/// Largest number of flow-cache slots per bank the loader accepts (2^24: 1.6 GiB per bank and
+/// CPU; larger requests are clamped to it).
+pub const MAX_FLOW_CACHE_SLOTS: u32 = 1 << 24;
 /// Slots probed (linearly) for a flow before it falls back to the flow map.
 pub const FLOW_CACHE_PROBES: u32 = 4;
 

@@ -115,7 +115,8 @@ pub struct EbpfConfig {
     pub flow_capacity: u32,
     /// Slots per bank of the per-CPU flow cache in front of the flow map, rounded up to a
     /// power of two: the flows per CPU and interval counted without a hash-map lookup. Two
-    /// banks of 104 bytes per slot and CPU (3.25 MiB per CPU at the default 16,384).
+    /// banks of 104 bytes per slot and CPU (3.25 MiB per CPU at the default 16,384). At least
+    /// 1 and at most [`common::MAX_FLOW_CACHE_SLOTS`] (values outside are clamped).
     pub flow_cache_slots: u32,
     /// Slots of the per-port totals table (keys of protocol, port, side and direction ever
     /// seen), rounded up to a power of two; 64 bytes per CPU each. Keep it at most about
@@ -930,7 +931,10 @@ impl EbpfBackend {
         }
         let slots = cfg.port_capacity.max(2).next_power_of_two();
         let mask = slots - 1;
-        let cache_slots = cfg.flow_cache_slots.max(1).next_power_of_two();
+        let cache_slots = cfg
+            .flow_cache_slots
+            .clamp(1, common::MAX_FLOW_CACHE_SLOTS)
+            .next_power_of_two();
         let cache_mask = cache_slots - 1;
         let reused = check_pins(&cfg.pin_dir, cfg.flow_capacity, slots, cache_slots)?;
         let mut ebpf = EbpfLoader::new()

@@ -52,8 +52,9 @@ pub struct RunArgs {
     /// Capacity of the flow-detail table (flows past it are counted, totals stay exact).
     #[arg(long, value_name = "N")]
     pub flow_capacity: Option<u32>,
-    /// eBPF: flow-cache slots per bank and CPU (a power of two; two banks of 104 bytes per slot
-    /// and CPU). Flow detail per interval holds up to flow-capacity + this x CPUs flows.
+    /// eBPF: flow-cache slots per bank and CPU (rounded up to a power of two, 1 to 16,777,216;
+    /// two banks of 104 bytes per slot and CPU). Flow detail per interval holds up to
+    /// flow-capacity + this x CPUs flows.
     #[arg(long, value_name = "N")]
     pub flow_cache_slots: Option<u32>,
     /// bpffs directory for the pinned maps (eBPF backend).
