@@ -327,7 +327,8 @@ fn first_value<const INGRESS: bool>(bytes: u64, flags_syn: u16, tick: u32) -> Fl
     init
 }
 
-/// The rare path, out of line: first packet of a flow. `flags_syn` is the TCP flag byte, plus
+/// The rare path, out of line: first packet of a flow in the flow map (this CPU's cache slots
+/// for it were all taken). `flags_syn` is the TCP flag byte, plus
 /// 0x100 for a SYN without ACK (a BPF function takes at most five arguments). The insert sets
 /// this CPU's copy and zeroes the others; only this copy carries `first_seen_ns`.
 #[inline(never)]
