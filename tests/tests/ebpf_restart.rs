@@ -1,7 +1,8 @@
 //! An agent killed with SIGKILL and restarted continues the per-port totals from the pinned
 //! maps: what the kernel counted before the kill is reported once, after the restart, and
 //! nothing handed out before the kill is reported again. The killed agent leaves nothing
-//! attached (TCX links die with their process).
+//! attached (TCX links die with their process). Flow detail the kernel holds at the kill (in
+//! the pinned flow cache) is reported once too.
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Child, ChildStdin, ChildStdout, Stdio};
@@ -76,6 +77,15 @@ fn udp_in(s: &Snapshot, port: u16) -> (u64, u64) {
         })
 }
 
+/// Inbound packets of the flows to a:7100 in flow detail.
+fn flow_in(s: &Snapshot) -> u64 {
+    s.flows
+        .iter()
+        .filter(|f| f.key.transport == Transport::Udp && f.key.local.port == 7100)
+        .map(|f| f.stats.inbound.packets)
+        .sum()
+}
+
 /// Sends `n` datagrams from b to a:7100 and waits until a received them (so the kernel counted
 /// them before the function returns).
 fn traffic(link: &Link, rx: &UdpSocket, n: u64) {
@@ -117,6 +127,7 @@ fn sigkill_and_restart_keep_the_totals() {
     traffic(&link, &rx, 100);
     let s1 = agent.collect();
     assert_eq!(udp_in(&s1, 7100), (100, 100 * per_packet));
+    assert_eq!(flow_in(&s1), 100);
 
     // Counted by the kernel, never handed out: then the agent dies.
     traffic(&link, &rx, 40);
@@ -148,6 +159,7 @@ fn sigkill_and_restart_keep_the_totals() {
         (40, 40 * per_packet),
         "the 40 counted before the kill, once"
     );
+    assert_eq!(flow_in(&s2), 40, "flow detail left at the kill, once");
     assert_eq!(
         s2.start, s1.end,
         "the interval continues where the killed agent's last one ended"
@@ -155,6 +167,7 @@ fn sigkill_and_restart_keep_the_totals() {
     traffic(&link, &rx, 25);
     let s3 = agent.collect();
     assert_eq!(udp_in(&s3, 7100), (25, 25 * per_packet));
+    assert_eq!(flow_in(&s3), 25);
 
     // A clean exit, then a restart: nothing is repeated either.
     writeln!(agent.stdin, "quit").unwrap();
@@ -162,5 +175,7 @@ fn sigkill_and_restart_keep_the_totals() {
     agent.child.wait().unwrap();
     drop(agent);
     let mut agent = Agent::start(&link, &pins);
-    assert_eq!(udp_in(&agent.collect(), 7100), (0, 0));
+    let s4 = agent.collect();
+    assert_eq!(udp_in(&s4, 7100), (0, 0));
+    assert_eq!(flow_in(&s4), 0);
 }
