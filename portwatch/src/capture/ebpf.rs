@@ -418,14 +418,9 @@ struct AyaCache {
     bank: aya::maps::Array<MapData, u32>,
     per_bank: u32,
     cpus: usize,
-    /// `membarrier` failed (nohz_full kernels): wait by sleeping instead.
-    sleep_instead: bool,
+    /// Where `membarrier` is unavailable (nohz_full kernels): the map-in-map wait instead.
+    fallback: Option<sys::GracePeriod>,
 }
-
-/// How long a drain waits after flipping the bank where `membarrier` is unavailable: TC
-/// programs run with bottom halves off and take microseconds; this leaves room for a vCPU the
-/// hypervisor holds off. A bound in practice, not a guarantee (docs/ebpf.md).
-const QUIESCE_SLEEP: std::time::Duration = std::time::Duration::from_millis(50);
 
 impl CacheBanks for AyaCache {
     fn active(&self) -> Result<u32, EbpfError> {
@@ -445,27 +440,31 @@ impl CacheBanks for AyaCache {
     }
 
     fn quiesce(&mut self) -> Result<(), EbpfError> {
-        if !self.sleep_instead {
+        let err = |op| {
+            move |source| EbpfError::Syscall {
+                map: common::MAP_CACHE_BANK,
+                op,
+                source,
+            }
+        };
+        if self.fallback.is_none() {
             match sys::membarrier_global() {
                 Ok(()) => return Ok(()),
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                    tracing::warn!(
+                    tracing::info!(
                         "membarrier(MEMBARRIER_CMD_GLOBAL) is unavailable (nohz_full?): the flow \
-                         cache's drain waits {QUIESCE_SLEEP:?} after each bank flip instead"
+                         cache's drain waits for running programs with a map-in-map update instead"
                     );
-                    self.sleep_instead = true;
+                    self.fallback =
+                        Some(sys::GracePeriod::new().map_err(err("create map-in-map"))?);
                 }
-                Err(source) => {
-                    return Err(EbpfError::Syscall {
-                        map: common::MAP_CACHE_BANK,
-                        op: "membarrier",
-                        source,
-                    });
-                }
+                Err(source) => return Err(err("membarrier")(source)),
             }
         }
-        std::thread::sleep(QUIESCE_SLEEP);
-        Ok(())
+        match &self.fallback {
+            Some(g) => g.wait().map_err(err("map-in-map update (grace period)")),
+            None => Ok(()),
+        }
     }
 
     fn read_bank(
@@ -1241,7 +1240,7 @@ fn take_maps(
             bank,
             per_bank: cache_slots,
             cpus,
-            sleep_instead: false,
+            fallback: None,
         }),
         identity,
         port_keys: std::cell::Cell::new(0),
