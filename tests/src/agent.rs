@@ -159,26 +159,31 @@ impl Drop for Agent {
     }
 }
 
-/// (packets in, bytes in) of the traffic finding for `transport`/`port` in a JSON report, or
-/// (0, 0) when the report has none.
+/// (packets in, bytes in) of the per-port totals for `transport`/`port` in a JSON report, or
+/// (0, 0) when no finding carries them. Every finding about the port (documented, undocumented,
+/// or of unknown direction when flow detail alone cannot tell who served) carries the same
+/// lossless per-port totals; this asserts they agree, so no finding kind hides the count.
 pub fn port_totals(report: &Value, transport: &str, port: u64) -> (u64, u64) {
-    report["findings"]
+    let totals: Vec<(u64, u64)> = report["findings"]
         .as_array()
         .into_iter()
         .flatten()
-        .find(|f| {
-            f["transport"] == transport
-                && f["port"] == port
-                && (f["kind"] == "documented" || f["kind"] == "undocumented")
-        })
-        .map(|f| {
-            let t = &f["port_totals"];
+        .filter(|f| f["transport"] == transport && f["port"] == port)
+        .filter_map(|f| f.get("port_totals"))
+        .map(|t| {
             (
                 t["packets_in"].as_u64().unwrap_or(0),
                 t["bytes_in"].as_u64().unwrap_or(0),
             )
         })
-        .unwrap_or((0, 0))
+        .collect();
+    if let Some(first) = totals.first() {
+        assert!(
+            totals.iter().all(|t| t == first),
+            "findings for {transport}/{port} disagree on the per-port totals: {totals:?}"
+        );
+    }
+    totals.first().copied().unwrap_or((0, 0))
 }
 
 /// A spec with one documented inbound UDP port.

@@ -346,11 +346,13 @@ impl KernelMaps for AyaMaps {
         let mut flows = Vec::new();
         self.cache.drain(&mut flows)?;
         self.drain_flows(&mut flows)?;
-        let flows = cache::merge_flows(flows);
+        let mut flows = cache::merge_flows(flows);
+        let flows_over_capacity = cache::keep_first_seen(&mut flows, self.flow_capacity as usize);
         Ok(Reading {
             totals,
             counters,
             flows,
+            flows_over_capacity,
         })
     }
 
@@ -1345,6 +1347,7 @@ mod tests {
                 totals: PortTotals::from_sums(self.totals.iter().map(|(k, v)| (*k, *v)).collect()),
                 counters: self.counters,
                 flows: std::mem::take(&mut self.flows),
+                flows_over_capacity: 0,
             })
         }
         fn counters(&self) -> Result<[u64; common::COUNTERS_LEN], EbpfError> {

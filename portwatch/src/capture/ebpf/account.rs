@@ -22,8 +22,10 @@ pub(crate) struct Reading {
     pub totals: PortTotals,
     /// Health counters summed over CPUs.
     pub counters: [u64; COUNTERS_LEN],
-    /// Flows drained (looked up and deleted) from the flow map.
+    /// Flows drained (looked up and deleted) from the flow map and the flow cache.
     pub flows: Vec<(KFlowKey, FlowValue)>,
+    /// Flows drained but not kept: beyond the flow capacity (counted as flow-table-full).
+    pub flows_over_capacity: u64,
 }
 
 /// The snapshot for `[start, end]` and the baseline to persist once it is handed out.
@@ -70,7 +72,7 @@ pub(crate) fn account(
 
     let d = |i: usize| reading.counters[i].saturating_sub(base.counters[i]);
     let health = Health {
-        flow_table_full: d(common::CNT_FLOW_FULL),
+        flow_table_full: d(common::CNT_FLOW_FULL) + reading.flows_over_capacity,
         flow_update_errors: d(common::CNT_FLOW_ERR),
         port_table_full: d(common::CNT_PORT_FULL) + d(common::CNT_PORT_ERR),
         malformed: d(common::CNT_MALFORMED) + d(common::CNT_EXT_LIMIT),
@@ -211,6 +213,7 @@ mod tests {
         r.totals.insert(key(17, 40000, 1, 0), pc(5, 600));
         r.counters[common::CNT_PACKETS] = 19;
         r.counters[common::CNT_FLOW_FULL] = 2;
+        r.flows_over_capacity = 3;
         let (s, next) = account(&base, r, &OFF, 10, 20);
         assert_eq!((s.start, s.end), (10, 20));
         let got: Vec<_> = s
@@ -234,7 +237,10 @@ mod tests {
             ]
         );
         assert_eq!(s.health.packets_seen, 5);
-        assert_eq!(s.health.flow_table_full, 2);
+        assert_eq!(
+            s.health.flow_table_full, 5,
+            "the kernel's map-full count and the drained flows beyond the capacity"
+        );
         assert!(s.health.flows_approximate());
         assert_eq!(next.seq, 1);
         assert_eq!(next.last_end, 20);

@@ -124,6 +124,22 @@ pub(crate) fn merge_flows(mut flows: Vec<(KFlowKey, FlowValue)>) -> Vec<(KFlowKe
     flows
 }
 
+/// Keeps at most `capacity` of the merged flows: the ones seen first (ties by key), the flow
+/// map's own rule (first come, first kept). The cache and the map together can hold more
+/// flows than the configured flow capacity; keeping the lowest keys instead would bias the
+/// interval's flow detail towards low addresses and ports. Returns how many were dropped
+/// (counted as flow-table-full). The order of the kept flows is unspecified.
+pub(crate) fn keep_first_seen(flows: &mut Vec<(KFlowKey, FlowValue)>, capacity: usize) -> u64 {
+    if flows.len() <= capacity {
+        return 0;
+    }
+    let dropped = flows.len() - capacity;
+    // Everything before index `capacity` sorts at or before it: the `capacity` earliest.
+    flows.select_nth_unstable_by_key(capacity, |(k, v)| (v.first_seen_ns, k.words()));
+    flows.truncate(capacity);
+    dropped as u64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,6 +155,31 @@ mod tests {
             family: FAMILY_V4,
             _pad: [0; 2],
         }
+    }
+
+    #[test]
+    fn over_capacity_the_flows_seen_first_are_kept_and_the_rest_counted() {
+        // Keys in the opposite order of first sight: keeping the lowest keys would keep the
+        // flows seen last.
+        let mut flows: Vec<_> = (0..10u16)
+            .map(|i| (key(100 - i), val(1, 50 + u64::from(i), 60)))
+            .collect();
+        assert_eq!(keep_first_seen(&mut flows, 4), 6);
+        let mut kept: Vec<u16> = flows.iter().map(|(k, _)| k.remote_port).collect();
+        kept.sort_unstable();
+        assert_eq!(
+            kept,
+            vec![97, 98, 99, 100],
+            "the four seen first (first_seen 50..53)"
+        );
+        assert_eq!(
+            keep_first_seen(&mut flows, 4),
+            0,
+            "within capacity: nothing dropped"
+        );
+        assert_eq!(flows.len(), 4);
+        assert_eq!(keep_first_seen(&mut flows, 0), 4);
+        assert!(flows.is_empty());
     }
 
     fn val(packets: u64, first: u64, last: u64) -> FlowValue {
