@@ -231,7 +231,7 @@ fn endpoint(addr: u128, v6: bool, port: u16) -> Endpoint {
 }
 
 /// A packet's key in canonical form, hashed, with the orientations to look for.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Prep {
     a: u128,
     b: u128,
@@ -253,6 +253,16 @@ struct Prep {
 impl Prep {
     #[inline(always)]
     fn new(p: &Packet, hasher: &Hasher) -> Self {
+        if p.family == 0 {
+            Self::new_v4(p, hasher)
+        } else {
+            Self::new_any(p, hasher)
+        }
+    }
+
+    /// Any pair of families.
+    #[inline(always)]
+    fn new_any(p: &Packet, hasher: &Hasher) -> Self {
         let s = Bits {
             v6: p.family & SRC_V6 != 0,
             addr: p.src,
@@ -300,6 +310,41 @@ impl Prep {
         }
     }
 
+    /// [`Prep::new_any`] for two IPv4 ends (32-bit addresses): the same order, hash and
+    /// fields, on 64-bit words (address above port orders as address, then family bit (both
+    /// 0), then port), about 15 instructions a packet fewer.
+    #[inline(always)]
+    fn new_v4(p: &Packet, hasher: &Hasher) -> Self {
+        let ks = ((p.src as u64) << 16) | u64::from(p.sport);
+        let kd = ((p.dst as u64) << 16) | u64::from(p.dport);
+        let s_le_d = ks <= kd;
+        let d_le_s = kd <= ks;
+        let (ka, kb) = if s_le_d { (ks, kd) } else { (kd, ks) };
+        let out = if s_le_d { LOCAL_IS_A } else { 0 };
+        let inb = if d_le_s { LOCAL_IS_A } else { 0 };
+        let meta = u16::from(p.proto);
+        let ports = (((ka & 0xffff) as u32) << 16) | (kb & 0xffff) as u32;
+        let (a, b) = (ka >> 16, kb >> 16);
+        let mut h = hasher.build_hasher();
+        h.write_u64(a);
+        h.write_u64(b);
+        h.write_u64((u64::from(ports) << 16) | u64::from(meta));
+        let unknown = p.dir.is_none();
+        let first_out = p.dir != Some(Direction::In);
+        let first = if first_out { out } else { inb };
+        Self {
+            a: u128::from(a),
+            b: u128::from(b),
+            ports,
+            meta,
+            hash: h.finish(),
+            first,
+            first_out,
+            unknown,
+            second: inb,
+        }
+    }
+
     #[inline]
     fn tag(&self) -> u32 {
         (self.hash >> 32) as u32
@@ -333,7 +378,7 @@ enum Probe {
 
 /// Hints the CPU to bring `p`'s cache line closer. Never faults, whatever the address.
 #[inline(always)]
-fn prefetch<T>(p: *const T) {
+pub(crate) fn prefetch<T>(p: *const T) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch instruction has no architectural effect and does not fault, even on
     // an invalid address; `p` is only used as a hint.
@@ -1082,6 +1127,46 @@ mod tests {
             segments: 1,
             tcp_flags: 0,
         }
+    }
+
+    #[test]
+    fn the_ipv4_fast_path_prepares_what_the_general_path_does() {
+        let hasher = Hasher::default();
+        let addrs = [
+            0u32,
+            1,
+            0x0a00_0001,
+            0x0a00_0002,
+            0x7fff_ffff,
+            0x8000_0000,
+            u32::MAX,
+        ];
+        let ports = [0u16, 1, 53, 40_000, u16::MAX];
+        let dirs = [None, Some(Direction::In), Some(Direction::Out)];
+        let mut checked = 0;
+        for (&src, &dst) in addrs.iter().flat_map(|a| addrs.iter().map(move |b| (a, b))) {
+            for (&sport, &dport) in ports.iter().flat_map(|a| ports.iter().map(move |b| (a, b))) {
+                for (&dir, proto) in dirs.iter().zip([6u8, 17, 132]) {
+                    let p = Packet {
+                        src: src.into(),
+                        dst: dst.into(),
+                        sport,
+                        dport,
+                        proto,
+                        dir,
+                        ..Packet::default()
+                    };
+                    assert_eq!(
+                        Prep::new_v4(&p, &hasher),
+                        Prep::new_any(&p, &hasher),
+                        "{p:?}"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        // Equal ends (both orientations the same key) are among them.
+        assert_eq!(checked, 7 * 7 * 5 * 5 * 3);
     }
 
     #[test]
