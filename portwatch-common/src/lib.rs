@@ -245,9 +245,11 @@ pub const MAP_FLOW_CACHE: &str = "PW_FLOW_CACHE";
 pub const MAP_CACHE_BANK: &str = "PW_CACHE_BANK";
 /// Name of the global the loader sets to the flow cache's slots per bank minus one.
 pub const GLOBAL_FLOW_CACHE_MASK: &str = "PW_FLOW_CACHE_MASK";
-/// Default slots per bank of the flow cache (a power of two; overridable at load time). Each
-/// slot costs 104 bytes per bank per CPU (3.25 MiB per CPU at the default). Flows that find no
-/// slot within [`FLOW_CACHE_PROBES`] probes go to the flow map.
+/// Slots per bank of the flow cache in the object (a power of two; the loader sets the real
+/// size), and the most the agent's default gives: it sizes the cache for the number of
+/// possible CPUs within a memory budget, 16,384 on up to 8 CPUs and fewer on more. Each slot
+/// costs 104 bytes per bank per CPU (3.25 MiB per CPU at 16,384). Flows that find no slot
+/// within [`FLOW_CACHE_PROBES`] probes go to the flow map.
 pub const DEFAULT_FLOW_CACHE_SLOTS: u32 = 16_384;
 /// Largest number of flow-cache slots per bank the loader accepts (2^24: 1.6 GiB per bank and
 /// CPU; larger requests are clamped to it).

@@ -112,8 +112,9 @@ pub struct AgentConfig {
     pub out: Option<PathBuf>,
     pub formats: Vec<String>,
     pub flow_capacity: u32,
-    /// eBPF only: slots per bank and CPU of the flow cache in front of the flow map.
-    pub flow_cache_slots: u32,
+    /// eBPF only: slots per bank and CPU of the flow cache in front of the flow map; None
+    /// when nobody set it (the backend sizes it for the number of possible CPUs).
+    pub flow_cache_slots: Option<u32>,
     pub pin_dir: PathBuf,
     pub metrics: Option<SocketAddr>,
     pub history: Option<PathBuf>,
@@ -128,7 +129,6 @@ pub struct AgentConfig {
 pub mod defaults {
     pub const INTERVAL: &str = "60s";
     pub const FLOW_CAPACITY: u32 = 65_536;
-    pub const FLOW_CACHE_SLOTS: u32 = 16_384;
     pub const PIN_DIR: &str = "/sys/fs/bpf/portwatch";
     pub const RETENTION: &str = "90d";
     pub const FORMATS: &[&str] = &["json", "text"];
@@ -209,10 +209,7 @@ impl AgentConfig {
                 .flow_capacity
                 .or(file.flow_capacity)
                 .unwrap_or(defaults::FLOW_CAPACITY),
-            flow_cache_slots: cli
-                .flow_cache_slots
-                .or(file.flow_cache_slots)
-                .unwrap_or(defaults::FLOW_CACHE_SLOTS),
+            flow_cache_slots: cli.flow_cache_slots.or(file.flow_cache_slots),
             pin_dir: cli
                 .pin_dir
                 .or(file.pin_dir)
@@ -270,10 +267,25 @@ mod tests {
         assert_eq!(c.ifaces, Some(vec!["eth0".to_owned()]));
         assert_eq!(c.metrics, Some("127.0.0.1:9187".parse().unwrap()));
         assert_eq!(c.flow_capacity, defaults::FLOW_CAPACITY);
-        assert_eq!(c.flow_cache_slots, defaults::FLOW_CACHE_SLOTS);
         assert_eq!(
-            defaults::FLOW_CACHE_SLOTS,
-            portwatch_common::DEFAULT_FLOW_CACHE_SLOTS
+            c.flow_cache_slots, None,
+            "unset: the eBPF backend sizes the flow cache for the CPUs"
+        );
+    }
+
+    #[test]
+    fn an_explicit_flow_cache_size_from_the_file_or_the_command_line_is_kept() {
+        let file: ConfigFile =
+            toml::from_str("spec = \"a.toml\"\nflow-cache-slots = 2048\n").unwrap();
+        let c = AgentConfig::resolve(Overrides::default(), file.clone()).unwrap();
+        assert_eq!(c.flow_cache_slots, Some(2048));
+        let cli = Overrides {
+            flow_cache_slots: Some(512),
+            ..Overrides::default()
+        };
+        assert_eq!(
+            AgentConfig::resolve(cli, file).unwrap().flow_cache_slots,
+            Some(512)
         );
     }
 

@@ -36,7 +36,7 @@ fn flood_of_distinct_flows_keeps_port_totals_exact() {
     let cfg = EbpfConfig {
         ifaces: Some(vec![link.a_if.clone()]),
         flow_capacity: CAPACITY,
-        flow_cache_slots: CACHE_SLOTS,
+        flow_cache_slots: Some(CACHE_SLOTS),
         pin_dir: pins.path.clone(),
         ..EbpfConfig::default()
     };

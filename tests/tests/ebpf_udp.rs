@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use portwatch::capture::Backend;
-use portwatch::capture::ebpf::{EbpfBackend, EbpfConfig};
+use portwatch::capture::ebpf::{CacheSize, CacheSizeSource, EbpfBackend, EbpfConfig};
 use portwatch::flow::{Direction, PortCounts, Side, Snapshot, Transport};
 use portwatch_tests::{Link, PinDir, require_root};
 
@@ -67,6 +67,14 @@ fn udp_over_ipv4_and_ipv6_is_counted_exactly() {
         (b, rx4, rx6)
     });
     assert_eq!(backend.interfaces(), vec![link.a_if.clone()]);
+    // No flow-cache size given: the default for this machine's possible CPUs, as created.
+    let cache = backend.flow_cache_size();
+    let cpus = aya::util::nr_cpus().expect("possible CPUs");
+    assert_eq!(cache, CacheSize::pick(None, cpus));
+    assert_eq!(cache.source, CacheSizeSource::Default);
+    let cache_pin = pins.path.join(portwatch_common::MAP_FLOW_CACHE);
+    let cache_map = aya::maps::MapInfo::from_pin(&cache_pin).expect("pinned flow cache");
+    assert_eq!(cache_map.max_entries(), 2 * cache.slots);
 
     send_and_receive(&link, &rx4, link.b_v4.into(), 40001, (a4, 7001).into(), N);
     send_and_receive(&link, &rx6, link.b_v6.into(), 40002, (a6, 7002).into(), N);
@@ -124,6 +132,11 @@ fn udp_over_ipv4_and_ipv6_is_counted_exactly() {
     send_and_receive(&link, &rx4, link.b_v4.into(), 40001, (a4, 7001).into(), 10);
     let cfg = config(&link, &pins);
     let mut again = link.a.run(move || EbpfBackend::open(cfg).expect("reopen"));
+    assert_eq!(
+        aya::maps::MapInfo::from_pin(&cache_pin).unwrap().id(),
+        cache_map.id(),
+        "same settings on the same machine: the pinned flow cache is reused, not resized"
+    );
     let s3 = again.collect(3).expect("collect");
     assert_eq!(
         port(&s3, Transport::Udp, 7001, Side::Local, Direction::In).packets,
@@ -197,7 +210,7 @@ fn flows_beyond_the_flow_cache_are_counted_exactly_in_the_flow_map() {
     let link = Link::new().expect("namespaces and veth");
     let pins = PinDir::new("udpcache").expect("pin dir");
     let cfg = EbpfConfig {
-        flow_cache_slots: 1,
+        flow_cache_slots: Some(1),
         ..config(&link, &pins)
     };
     let a4 = link.a_v4;

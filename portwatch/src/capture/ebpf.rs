@@ -14,6 +14,7 @@
 //!     include_lo: false,
 //!     flow_capacity: 65_536,   // flow-detail map size
 //!     port_capacity: 131_072,  // per-port totals map size
+//!     flow_cache_slots: None,  // flow cache sized for the possible CPUs (or Some(n))
 //!     ..EbpfConfig::default()  // pin_dir /sys/fs/bpf/portwatch
 //! })?;
 //! let now = 0; // from the agent's Clock
@@ -36,7 +37,10 @@
 //!   own copy of an entry), drained each interval (iterate keys, then one
 //!   `BPF_MAP_LOOKUP_AND_DELETE_ELEM` per key, which returns every CPU's copy). Every copy of a
 //!   flow, from the cache and the map, is merged into one. Insert failures are counted, never
-//!   silent.
+//!   silent; so is a failed drain, which still hands out what the cache and the map gave
+//!   before it (the cache's bank is already zeroed by then).
+//! - The flow cache's size: `flow_cache_slots`, or by default sized for the possible CPUs
+//!   within [`FLOW_CACHE_BUDGET`] ([`CacheSize::pick`]); logged when the backend opens.
 //! - `PW_COUNTERS`: per-CPU health counters, read as deltas like the totals.
 //!
 //! All of them are pinned under `pin_dir`, so a restarted agent continues from them.
@@ -66,6 +70,7 @@
 mod account;
 mod cache;
 pub mod iface;
+mod sizing;
 mod state;
 mod sys;
 mod totals;
@@ -87,7 +92,8 @@ use super::{Backend, BackendKind};
 use crate::clock::{MonotonicOffset, UnixNanos};
 use crate::flow::Snapshot;
 use account::{PortTotals, Reading};
-use cache::{CacheBanks, CacheDrain};
+use cache::{CacheBanks, CacheDrain, FlowMap};
+pub use sizing::{CacheSize, CacheSizeSource, FLOW_CACHE_BUDGET};
 pub use state::StateError;
 use state::{Baseline, Identity};
 pub use sys::TestRun;
@@ -113,11 +119,13 @@ pub struct EbpfConfig {
     pub include_lo: bool,
     /// Capacity of the flow-detail map (flows per interval beyond those the flow cache holds).
     pub flow_capacity: u32,
-    /// Slots per bank of the per-CPU flow cache in front of the flow map, rounded up to a
-    /// power of two: the flows per CPU and interval counted without a hash-map lookup. Two
-    /// banks of 104 bytes per slot and CPU (3.25 MiB per CPU at the default 16,384). At least
-    /// 1 and at most [`common::MAX_FLOW_CACHE_SLOTS`] (values outside are clamped).
-    pub flow_cache_slots: u32,
+    /// Slots per bank of the per-CPU flow cache in front of the flow map: the flows per CPU
+    /// and interval counted without a hash-map lookup. Two banks of 104 bytes per slot and
+    /// CPU. `Some(n)`: `n` rounded up to a power of two, at least 1 and at most
+    /// [`common::MAX_FLOW_CACHE_SLOTS`] (values outside are clamped). `None` (the default):
+    /// sized for the number of possible CPUs within [`FLOW_CACHE_BUDGET`] ([`CacheSize::pick`]:
+    /// 16,384 on up to 8 CPUs, 2,048 on 64). The backend logs the size it chose and why.
+    pub flow_cache_slots: Option<u32>,
     /// Slots of the per-port totals table (keys of protocol, port, side and direction ever
     /// seen), rounded up to a power of two; 64 bytes per CPU each. Keep it at most about
     /// three-quarters full: a key that finds no slot within 16 probes is counted as
@@ -137,7 +145,7 @@ impl Default for EbpfConfig {
             ifaces: None,
             include_lo: false,
             flow_capacity: common::DEFAULT_FLOW_CAPACITY,
-            flow_cache_slots: common::DEFAULT_FLOW_CACHE_SLOTS,
+            flow_cache_slots: None,
             port_capacity: common::DEFAULT_PORT_SLOTS,
             pin_dir: PathBuf::from("/sys/fs/bpf/portwatch"),
             resume: None,
@@ -329,8 +337,7 @@ struct AyaMaps {
     port_slots: u32,
     cpus: usize,
     counters: PerCpuArray<MapData, u64>,
-    flows: MapData,
-    flow_capacity: u32,
+    flows: AyaFlowMap,
     cache: CacheDrain<AyaCache>,
     identity: Identity,
     /// Keys in the per-port table at the last read (a capacity hint for the next one).
@@ -341,18 +348,15 @@ impl KernelMaps for AyaMaps {
     fn read(&mut self) -> Result<Reading, EbpfError> {
         let counters = self.counters()?;
         let totals = self.read_totals()?;
-        // The cache first: its vector grows as it is read; the map's entries are then added
-        // with one exact reservation (their count is known once the keys are walked).
-        let mut flows = Vec::new();
-        self.cache.drain(&mut flows)?;
-        self.drain_flows(&mut flows)?;
-        let mut flows = cache::merge_flows(flows);
-        let flows_over_capacity = cache::keep_first_seen(&mut flows, self.flow_capacity as usize);
+        // Last: nothing after the drains can fail and throw away what they took out.
+        let drained =
+            cache::drain_flows(&mut self.cache, &self.flows, self.flows.capacity as usize)?;
         Ok(Reading {
             totals,
             counters,
-            flows,
-            flows_over_capacity,
+            flows: drained.flows,
+            flows_over_capacity: drained.over_capacity,
+            flow_drain_errors: drained.map_errors,
         })
     }
 
@@ -545,11 +549,20 @@ impl AyaMaps {
         self.port_keys.set(totals.len());
         Ok(totals)
     }
+}
 
+/// The real flow map, `PW_FLOWS`: a per-CPU hash of at most `capacity` flows.
+struct AyaFlowMap {
+    map: MapData,
+    capacity: u32,
+    cpus: usize,
+}
+
+impl FlowMap for AyaFlowMap {
     /// Iterates the keys first (deleting while iterating would restart the walk), then looks
     /// up and deletes each one, appending the entries to `out`.
-    fn drain_flows(&self, out: &mut Vec<(KFlowKey, FlowValue)>) -> Result<(), EbpfError> {
-        let fd = self.flows.fd().as_fd();
+    fn drain(&self, out: &mut Vec<(KFlowKey, FlowValue)>) -> Result<(), EbpfError> {
+        let fd = self.map.fd().as_fd();
         let sys = |op| {
             move |source| EbpfError::Syscall {
                 map: common::MAP_FLOWS,
@@ -560,7 +573,7 @@ impl AyaMaps {
         // New flows keep arriving while we walk: bound the walk to the map's capacity.
         let mut keys: Vec<KFlowKey> = Vec::new();
         let mut cur: Option<KFlowKey> = None;
-        while keys.len() < self.flow_capacity as usize {
+        while keys.len() < self.capacity as usize {
             match sys::map_next_key(fd, cur.as_ref()).map_err(sys("BPF_MAP_GET_NEXT_KEY"))? {
                 Some(k) => {
                     keys.push(k);
@@ -749,6 +762,7 @@ pub struct EbpfBackend {
     attached: BTreeMap<String, Attached>,
     collector: Collector<AyaMaps>,
     cfg: EbpfConfig,
+    cache_size: CacheSize,
     _lock: File,
 }
 
@@ -932,10 +946,15 @@ impl EbpfBackend {
         }
         let slots = cfg.port_capacity.max(2).next_power_of_two();
         let mask = slots - 1;
-        let cache_slots = cfg
-            .flow_cache_slots
-            .clamp(1, common::MAX_FLOW_CACHE_SLOTS)
-            .next_power_of_two();
+        let cpus = possible_cpus()?;
+        let cache_size = CacheSize::pick(cfg.flow_cache_slots, cpus);
+        tracing::info!(
+            slots = cache_size.slots,
+            cpus,
+            explicit = cfg.flow_cache_slots.is_some(),
+            "flow cache: {cache_size}"
+        );
+        let cache_slots = cache_size.slots;
         let cache_mask = cache_slots - 1;
         let reused = check_pins(&cfg.pin_dir, cfg.flow_capacity, slots, cache_slots)?;
         let mut ebpf = EbpfLoader::new()
@@ -953,6 +972,7 @@ impl EbpfBackend {
             cfg.flow_capacity,
             slots,
             cache_slots,
+            cpus,
         )?;
         let store = Box::new(state::BpffsStore::new(&cfg.pin_dir));
         let collector = Collector::new(maps, store, !reused, cfg.resume.as_deref())?;
@@ -966,6 +986,7 @@ impl EbpfBackend {
             attached: BTreeMap::new(),
             collector,
             cfg,
+            cache_size,
             _lock: lock,
         };
         let all = iface::list().map_err(EbpfError::Interfaces)?;
@@ -1098,6 +1119,12 @@ impl EbpfBackend {
         &self.cfg
     }
 
+    /// The flow cache's size as created or reused: slots per bank, possible CPUs, and whether
+    /// the slot count was set or is the default for the CPUs.
+    pub fn flow_cache_size(&self) -> CacheSize {
+        self.cache_size
+    }
+
     /// Runs program `prog` (`PROG_INGRESS` or `PROG_EGRESS`) `repeat` times on `frame` with
     /// `BPF_PROG_TEST_RUN`: the kernel's own per-packet cost measurement. The runs count into
     /// the same maps as real traffic.
@@ -1158,6 +1185,7 @@ fn take_maps(
     flow_capacity: u32,
     port_slots: u32,
     cache_slots: u32,
+    cpus: usize,
 ) -> Result<AyaMaps, EbpfError> {
     let mut take = |name: &'static str| {
         ebpf.take_map(name).ok_or(EbpfError::Missing {
@@ -1223,20 +1251,16 @@ fn take_maps(
         totals_map_id: id(common::MAP_PORT_TOTALS)?,
         counters_map_id: id(common::MAP_COUNTERS)?,
     };
-    let cpus = aya::util::nr_cpus().map_err(|(_, source)| {
-        fs_err(
-            "possible CPUs",
-            Path::new("/sys/devices/system/cpu/possible"),
-            "read",
-        )(source)
-    })?;
     Ok(AyaMaps {
         totals,
         port_slots,
         cpus,
         counters,
-        flows,
-        flow_capacity,
+        flows: AyaFlowMap {
+            map: flows,
+            capacity: flow_capacity,
+            cpus,
+        },
         cache: CacheDrain::new(AyaCache {
             slots: cache_map,
             bank,
@@ -1246,6 +1270,17 @@ fn take_maps(
         }),
         identity,
         port_keys: std::cell::Cell::new(0),
+    })
+}
+
+/// The number of possible CPUs: per-CPU maps hold a copy of each value for every one of them.
+fn possible_cpus() -> Result<usize, EbpfError> {
+    aya::util::nr_cpus().map_err(|(_, source)| {
+        fs_err(
+            "possible CPUs",
+            Path::new("/sys/devices/system/cpu/possible"),
+            "read",
+        )(source)
     })
 }
 
@@ -1309,6 +1344,8 @@ mod tests {
         totals: HashMap<PortKey, PortCounters>,
         counters: [u64; common::COUNTERS_LEN],
         flows: Vec<(KFlowKey, FlowValue)>,
+        /// Failed flow-map drains the next read reports.
+        drain_errors: u64,
         id: Identity,
     }
 
@@ -1318,6 +1355,7 @@ mod tests {
                 totals: HashMap::new(),
                 counters: [0; common::COUNTERS_LEN],
                 flows: Vec::new(),
+                drain_errors: 0,
                 id: Identity {
                     boot_id: "boot".into(),
                     totals_map_id,
@@ -1348,6 +1386,7 @@ mod tests {
                 counters: self.counters,
                 flows: std::mem::take(&mut self.flows),
                 flows_over_capacity: 0,
+                flow_drain_errors: std::mem::take(&mut self.drain_errors),
             })
         }
         fn counters(&self) -> Result<[u64; common::COUNTERS_LEN], EbpfError> {
@@ -1521,6 +1560,35 @@ mod tests {
         let mut c = Collector::new(kernel, Box::new(MemStore::default()), true, None).unwrap();
         assert_eq!(c.collect(1, &OFF).unwrap().flows.len(), 1);
         assert!(c.collect(2, &OFF).unwrap().flows.is_empty());
+    }
+
+    #[test]
+    fn a_failed_flow_map_drain_is_counted_and_what_was_drained_handed_out() {
+        let mut kernel = FakeMaps::new(7);
+        kernel.packets(53, 3);
+        // What the cache and the map gave before the map's drain failed.
+        kernel.flows.push((
+            KFlowKey {
+                proto: 17,
+                family: common::FAMILY_V4,
+                local_port: 53,
+                ..KFlowKey::default()
+            },
+            FlowValue {
+                packets_in: 3,
+                ..FlowValue::default()
+            },
+        ));
+        kernel.drain_errors = 1;
+        let mut c = Collector::new(kernel, Box::new(MemStore::default()), true, None).unwrap();
+        let s = c.collect(1, &OFF).unwrap();
+        assert_eq!(s.flows.len(), 1, "what was drained is handed out");
+        assert_eq!(s.flows[0].stats.inbound.packets, 3);
+        assert_eq!(s.health.flow_update_errors, 1);
+        assert!(s.health.flows_approximate());
+        assert_eq!(udp53(&s), 3, "per-port totals stay exact");
+        let next = c.collect(2, &OFF).unwrap();
+        assert_eq!(next.health.flow_update_errors, 0, "counted once");
     }
 
     #[test]

@@ -90,7 +90,8 @@ impl PacketMeta {
 pub struct Health {
     /// Flows not recorded because the flow table was full (totals still exact).
     pub flow_table_full: u64,
-    /// Other flow-map update failures (e.g. EBUSY) in the kernel.
+    /// Other flow-map update failures (e.g. EBUSY) in the kernel, and failed drains of the
+    /// kernel's flow map (the interval's flow detail is then what was drained before it).
     pub flow_update_errors: u64,
     /// Port-total keys that could not be inserted (the totals map was full).
     pub port_table_full: u64,

@@ -26,6 +26,9 @@ pub(crate) struct Reading {
     pub flows: Vec<(KFlowKey, FlowValue)>,
     /// Flows drained but not kept: beyond the flow capacity (counted as flow-table-full).
     pub flows_over_capacity: u64,
+    /// Failed drains of the flow map (counted as flow update errors): `flows` holds what was
+    /// drained before the failure.
+    pub flow_drain_errors: u64,
 }
 
 /// The snapshot for `[start, end]` and the baseline to persist once it is handed out.
@@ -73,7 +76,7 @@ pub(crate) fn account(
     let d = |i: usize| reading.counters[i].saturating_sub(base.counters[i]);
     let health = Health {
         flow_table_full: d(common::CNT_FLOW_FULL) + reading.flows_over_capacity,
-        flow_update_errors: d(common::CNT_FLOW_ERR),
+        flow_update_errors: d(common::CNT_FLOW_ERR) + reading.flow_drain_errors,
         port_table_full: d(common::CNT_PORT_FULL) + d(common::CNT_PORT_ERR),
         malformed: d(common::CNT_MALFORMED) + d(common::CNT_EXT_LIMIT),
         truncated: d(common::CNT_TRUNCATED) + d(common::CNT_PULL_FAILED),

@@ -1,6 +1,7 @@
 //! The flow cache's drain (`PW_FLOW_CACHE`: per CPU, two banks of flow slots in front of the
-//! `PW_FLOWS` hash) and the merge of every drained copy of a flow into one. It reaches the
-//! kernel only through the [`CacheBanks`] seam (a fake drives it in tests) and owns no other map.
+//! `PW_FLOWS` hash), the order of an interval's drains (cache, then map) and the merge of every
+//! drained copy of a flow into one. It reaches the kernel only through the [`CacheBanks`] and
+//! [`FlowMap`] seams (fakes drive both in tests) and owns no other map.
 //!
 //! The program adds to the bank that `PW_CACHE_BANK` names. Each interval userspace flips the
 //! bank, waits until no program run can still be using the old one (`membarrier`: an RCU grace
@@ -11,6 +12,65 @@
 use portwatch_common::{FlowKey as KFlowKey, FlowSlot, FlowValue};
 
 use super::EbpfError;
+
+/// The flow map behind the cache (`PW_FLOWS`), drained every interval.
+pub(crate) trait FlowMap {
+    /// Takes entries out of the map (each looked up and deleted), appending them to `out`. On
+    /// an error, the entries taken before it are in `out` and the others still in the map.
+    fn drain(&self, out: &mut Vec<(KFlowKey, FlowValue)>) -> Result<(), EbpfError>;
+}
+
+/// An interval's flow detail, from the cache and the map.
+#[derive(Debug, Default)]
+pub(crate) struct Drained {
+    /// Every flow once (copies merged), at most the flow capacity of them.
+    pub flows: Vec<(KFlowKey, FlowValue)>,
+    /// Flows drained but not kept: beyond the flow capacity.
+    pub over_capacity: u64,
+    /// Drains of the flow map that failed (0 or 1): the interval's flow detail is then what
+    /// was drained before the failure, and the map's other entries come with the next one.
+    pub map_errors: u64,
+}
+
+/// Drains the cache, then the flow map, and merges every copy of a flow. The cache's bank is
+/// zeroed once read, so a failure of the map's drain after it must not throw the bank's flows
+/// away: they are handed out with whatever the map gave before failing, and the failure is
+/// counted in `map_errors` (reported as a flow update error, which marks the interval's flow
+/// detail approximate) and logged. A failure of the cache's own drain is an error: the bank
+/// is then not zeroed, and its flows come with a later drain.
+pub(crate) fn drain_flows<C: CacheBanks, M: FlowMap>(
+    cache: &mut CacheDrain<C>,
+    map: &M,
+    capacity: usize,
+) -> Result<Drained, EbpfError> {
+    // The cache first: its vector grows as it is read; the map's entries are then added with
+    // one exact reservation (their count is known once the keys are walked).
+    let mut flows = Vec::new();
+    cache.drain(&mut flows)?;
+    let map_errors = match map.drain(&mut flows) {
+        Ok(()) => 0,
+        Err(e) => {
+            let mut why = e.to_string();
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                why.push_str(": ");
+                why.push_str(&s.to_string());
+                src = s.source();
+            }
+            tracing::warn!(
+                "{why}; this interval's flow detail is what the flow cache and the flow map                  gave before the failure (counted as a flow update error), the map's other                  entries stay there for the next interval"
+            );
+            1
+        }
+    };
+    let mut flows = merge_flows(flows);
+    let over_capacity = keep_first_seen(&mut flows, capacity);
+    Ok(Drained {
+        flows,
+        over_capacity,
+        map_errors,
+    })
+}
 
 /// The kernel side of the flow cache.
 pub(crate) trait CacheBanks {
@@ -367,6 +427,116 @@ mod tests {
         d.banks.count(1, key(1), val(1, 9, 9));
         let next = drained(&mut d, Vec::new());
         assert_eq!(next[0].1.packets_in, 1);
+    }
+
+    /// A scripted flow map: entries taken one by one, failing (EBUSY) when `fail_at` of them
+    /// have been taken in this drain.
+    struct FakeFlowMap {
+        entries: std::cell::RefCell<Vec<(KFlowKey, FlowValue)>>,
+        fail_at: std::cell::Cell<Option<usize>>,
+    }
+
+    impl FakeFlowMap {
+        fn new(entries: Vec<(KFlowKey, FlowValue)>, fail_at: Option<usize>) -> Self {
+            Self {
+                entries: std::cell::RefCell::new(entries),
+                fail_at: std::cell::Cell::new(fail_at),
+            }
+        }
+    }
+
+    impl FlowMap for FakeFlowMap {
+        fn drain(&self, out: &mut Vec<(KFlowKey, FlowValue)>) -> Result<(), EbpfError> {
+            let mut taken = 0;
+            let mut entries = self.entries.borrow_mut();
+            while !entries.is_empty() {
+                if self.fail_at.get() == Some(taken) {
+                    // Fails once; the next drain goes through.
+                    self.fail_at.set(None);
+                    return Err(EbpfError::Syscall {
+                        map: portwatch_common::MAP_FLOWS,
+                        op: "BPF_MAP_LOOKUP_AND_DELETE_ELEM",
+                        source: std::io::Error::from_raw_os_error(libc::EBUSY),
+                    });
+                }
+                out.push(entries.remove(0));
+                taken += 1;
+            }
+            Ok(())
+        }
+    }
+
+    fn packets(flows: &[(KFlowKey, FlowValue)]) -> u64 {
+        flows.iter().map(|(_, v)| v.packets_in).sum()
+    }
+
+    fn packets_of(flows: &[(KFlowKey, FlowValue)], k: KFlowKey) -> Option<u64> {
+        flows
+            .iter()
+            .find(|(f, _)| *f == k)
+            .map(|(_, v)| v.packets_in)
+    }
+
+    #[test]
+    fn a_failed_map_drain_hands_out_the_zeroed_cache_bank_and_counts_the_failure() {
+        let mut d = CacheDrain::new(FakeBanks::new(2));
+        d.banks.count(0, key(1), val(3, 10, 12));
+        d.banks.count(1, key(2), val(2, 11, 11));
+        // key(1) is in the map too (a CPU found no slot); the map fails after one entry.
+        let map = FakeFlowMap::new(
+            vec![
+                (key(1), val(5, 9, 13)),
+                (key(3), val(4, 14, 14)),
+                (key(4), val(6, 15, 15)),
+            ],
+            Some(1),
+        );
+        let first = drain_flows(&mut d, &map, 100).unwrap();
+        assert_eq!(first.map_errors, 1, "the failure is counted");
+        assert_eq!(
+            packets_of(&first.flows, key(1)),
+            Some(8),
+            "cache and map copies"
+        );
+        assert_eq!(packets_of(&first.flows, key(2)), Some(2), "cache only");
+        assert_eq!(packets_of(&first.flows, key(3)), None, "still in the map");
+        // The bank the cache read was zeroed: without this interval's hand-out its 5 packets
+        // would be gone.
+        assert!(
+            d.banks.cpus.iter().flatten().all(|s| s.key.family == 0),
+            "the drained bank was zeroed"
+        );
+        assert_eq!(map.entries.borrow().len(), 2);
+
+        // The next interval takes what the map kept; nothing is lost, nothing counted twice.
+        let second = drain_flows(&mut d, &map, 100).unwrap();
+        assert_eq!(second.map_errors, 0);
+        assert_eq!(second.flows.len(), 2);
+        assert_eq!(packets_of(&second.flows, key(3)), Some(4));
+        assert_eq!(packets_of(&second.flows, key(4)), Some(6));
+        assert_eq!(
+            packets(&first.flows) + packets(&second.flows),
+            3 + 2 + 5 + 4 + 6
+        );
+    }
+
+    #[test]
+    fn a_map_drain_failing_before_any_entry_still_hands_out_the_cache() {
+        let mut d = CacheDrain::new(FakeBanks::new(1));
+        d.banks.count(0, key(9), val(7, 1, 2));
+        let map = FakeFlowMap::new(vec![(key(8), val(1, 1, 1))], Some(0));
+        let got = drain_flows(&mut d, &map, 100).unwrap();
+        assert_eq!(got.map_errors, 1);
+        assert_eq!(got.flows.len(), 1);
+        assert_eq!(packets_of(&got.flows, key(9)), Some(7));
+        // Capacity still applies to what is handed out, and the map's flow comes next time.
+        d.banks.count(0, key(10), val(1, 5, 5));
+        let next = drain_flows(&mut d, &map, 1).unwrap();
+        assert_eq!(
+            (next.flows.len(), next.over_capacity, next.map_errors),
+            (1, 1, 0)
+        );
+        assert_eq!(packets_of(&next.flows, key(8)), Some(1), "seen first");
     }
 
     #[test]
