@@ -1,6 +1,8 @@
 //! `cargo xtask bench pcap`: generates a deterministic capture with many flows under target/,
 //! then times portwatch's offline reader against tcpdump, softflowd and tshark on the same file
-//! (one core each, file in the page cache) and prints packets per second and ratios.
+//! (one core each, file in the page cache) and prints packets per second and ratios. The fast
+//! tools run in interleaved rounds and are reported by their median, so a change in the
+//! machine's speed during the run moves every tool alike.
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -30,6 +32,10 @@ pub struct BenchPcapArgs {
     /// Regenerate the capture even when one with the same parameters exists.
     #[arg(long)]
     pub regenerate: bool,
+    /// Interleaved rounds of portwatch, tcpdump and softflowd (each is reported by its median
+    /// CPU time, with the range); tshark (minutes a run) runs once, after the rounds.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rounds: u32,
 }
 
 /// A small deterministic PRNG (xorshift64*), so every run writes the same file.
@@ -223,7 +229,6 @@ pub fn generate(path: &Path, a: &BenchPcapArgs) -> Result<()> {
 /// One timed run: wall-clock seconds and the CPU seconds (user + system) the tool used. The
 /// ratios use CPU time: on a shared machine wall time mostly measures the other tenants.
 struct Timing {
-    name: String,
     secs: f64,
     cpu: f64,
 }
@@ -256,11 +261,54 @@ fn time(name: &str, cmd: &mut Command) -> Result<Timing> {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    Ok(Timing {
-        name: name.to_owned(),
-        secs,
-        cpu,
-    })
+    Ok(Timing { secs, cpu })
+}
+
+/// One benchmarked command and its timings over the rounds.
+struct Job {
+    name: String,
+    argv: Vec<String>,
+    runs: Vec<Timing>,
+}
+
+impl Job {
+    fn new(name: &str, argv: Vec<String>) -> Self {
+        Self {
+            name: name.to_owned(),
+            argv,
+            runs: Vec::new(),
+        }
+    }
+
+    fn run(&mut self) -> Result<()> {
+        let (program, args) = self.argv.split_first().context("empty command")?;
+        let t = time(&self.name, Command::new(program).args(args))?;
+        eprintln!("xtask:   {:.2} s CPU, {:.2} s wall", t.cpu, t.secs);
+        self.runs.push(t);
+        Ok(())
+    }
+
+    fn median(&self) -> f64 {
+        median(self.runs.iter().map(|t| t.cpu).collect())
+    }
+
+    fn range(&self) -> (f64, f64) {
+        let cpu = self.runs.iter().map(|t| t.cpu);
+        (
+            cpu.clone().fold(f64::INFINITY, f64::min),
+            cpu.fold(0.0, f64::max),
+        )
+    }
+}
+
+/// The median (the mean of the middle two for an even count; 0 for none).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
 }
 
 fn have(tool: &str) -> bool {
@@ -284,40 +332,62 @@ pub fn run(a: &BenchPcapArgs) -> Result<()> {
     // Warm the page cache so every tool reads from memory.
     std::io::copy(&mut File::open(&path)?, &mut std::io::sink())?;
     let file = path.to_string_lossy().into_owned();
-    let mut runs = Vec::new();
     // One core for everyone.
-    let pin = |c: &mut Command| -> Command {
-        let mut t = Command::new("taskset");
-        t.arg("-c").arg("0").arg(c.get_program());
-        t.args(c.get_args());
-        t
+    let pinned = |program: &str, args: Vec<String>| -> Vec<String> {
+        let mut v = vec![
+            "taskset".to_owned(),
+            "-c".into(),
+            "0".into(),
+            program.into(),
+        ];
+        v.extend(args);
+        v
     };
     let spec = util::root().join("specs/thoughtspot.toml");
     let spec = spec.to_string_lossy().into_owned();
+    let strings = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    let bin = bin.to_string_lossy().into_owned();
     // The capture is analysed as the servers' node would: their addresses are local.
     let local = ["--local", "10.0.0.0/24", "--local", "fd00::a00:0/120"];
-    runs.push(time(
-        "portwatch analyze (read, decode, flows, report)",
-        &mut pin(Command::new(&bin)
-            .args(["analyze", "--no-progress", "--spec", &spec])
-            .args(local)
-            .arg(&file)),
-    )?);
-    runs.push(time(
-        "portwatch analyze --observations (no classify)",
-        &mut pin(Command::new(&bin)
-            .args(["analyze", "--no-progress", "--observations"])
-            .args(local)
-            .arg(&file)),
-    )?);
-    // Without node addresses each flow is oriented by its first packet.
-    runs.push(time(
-        "portwatch analyze --observations, no --local",
-        &mut pin(Command::new(&bin)
-            .args(["analyze", "--no-progress", "--observations"])
-            .arg(&file)),
-    )?);
-    let tools: [(&str, &str, Vec<&str>); 3] = [
+    let mut jobs: Vec<Job> = vec![
+        Job::new(
+            "portwatch analyze (read, decode, flows, report)",
+            pinned(
+                &bin,
+                strings(
+                    &[
+                        &["analyze", "--no-progress", "--spec", &spec][..],
+                        &local,
+                        &[&file],
+                    ]
+                    .concat(),
+                ),
+            ),
+        ),
+        Job::new(
+            "portwatch analyze --observations (no classify)",
+            pinned(
+                &bin,
+                strings(
+                    &[
+                        &["analyze", "--no-progress", "--observations"][..],
+                        &local,
+                        &[&file],
+                    ]
+                    .concat(),
+                ),
+            ),
+        ),
+        // Without node addresses each flow is oriented by its first packet.
+        Job::new(
+            "portwatch analyze --observations, no --local",
+            pinned(
+                &bin,
+                strings(&["analyze", "--no-progress", "--observations", &file]),
+            ),
+        ),
+    ];
+    let peers: [(&str, &str, Vec<&str>); 3] = [
         (
             "tcpdump",
             "tcpdump -r FILE -w /dev/null",
@@ -330,7 +400,8 @@ pub fn run(a: &BenchPcapArgs) -> Result<()> {
             vec!["-r", &file, "-q", "-z", "conv,tcp"],
         ),
     ];
-    for (tool, label, args) in tools {
+    let mut slow = Vec::new();
+    for (tool, label, args) in peers {
         if a.skip.iter().any(|s| s == tool) {
             continue;
         }
@@ -338,9 +409,24 @@ pub fn run(a: &BenchPcapArgs) -> Result<()> {
             eprintln!("xtask: {tool} is not installed (cargo xtask setup installs it); skipped");
             continue;
         }
-        runs.push(time(label, &mut pin(Command::new(tool).args(&args)))?);
+        let job = Job::new(label, pinned(tool, strings(&args)));
+        if tool == "tshark" {
+            slow.push(job);
+        } else {
+            jobs.push(job);
+        }
     }
-    let base = runs.get(1).map(|r| r.cpu).unwrap_or(1.0);
+    for round in 1..=a.rounds {
+        eprintln!("xtask: round {round} of {}", a.rounds);
+        for job in &mut jobs {
+            job.run()?;
+        }
+    }
+    for job in &mut slow {
+        job.run()?;
+    }
+    jobs.extend(slow);
+    let base = jobs.get(1).map(Job::median).unwrap_or(1.0);
     println!(
         "pcap offline benchmark: {} packets, ~{} flows, {} concurrent, file {} MiB, one core (taskset -c 0)",
         a.packets,
@@ -349,22 +435,42 @@ pub fn run(a: &BenchPcapArgs) -> Result<()> {
         std::fs::metadata(&path)?.len() >> 20
     );
     println!(
-        "{:<50} {:>8} {:>8} {:>10} {:>10} {:>13}",
-        "run", "wall s", "cpu s", "Mpps wall", "Mpps cpu", "vs observations"
+        "{} interleaved rounds; CPU seconds (user + system) are each run's median, with the range over its rounds",
+        a.rounds
     );
-    for r in &runs {
+    println!(
+        "{:<50} {:>5} {:>8} {:>15} {:>10} {:>10} {:>15}",
+        "run", "runs", "cpu s", "cpu s range", "wall s", "Mpps cpu", "vs observations"
+    );
+    for j in &jobs {
+        let (lo, hi) = j.range();
+        let med = j.median();
         println!(
-            "{:<50} {:>8.2} {:>8.2} {:>10.2} {:>10.2} {:>12.2}x",
-            r.name,
-            r.secs,
-            r.cpu,
-            a.packets as f64 / r.secs / 1e6,
-            a.packets as f64 / r.cpu / 1e6,
-            r.cpu / base
+            "{:<50} {:>5} {:>8.2} {:>15} {:>10.2} {:>10.2} {:>14.2}x",
+            j.name,
+            j.runs.len(),
+            med,
+            format!("{lo:.2}-{hi:.2}"),
+            median(j.runs.iter().map(|t| t.secs).collect()),
+            a.packets as f64 / med / 1e6,
+            med / base
         );
     }
     println!(
-        "(last column: the run's CPU time over portwatch's capture-to-observations CPU time, i.e. how many times faster portwatch is)"
+        "(last column: the run's median CPU time over portwatch's capture-to-observations median, i.e. how many times faster portwatch is)"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_even_and_empty_runs() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(vec![0.9]), 0.9);
+        assert_eq!(median(Vec::new()), 0.0);
+    }
 }
