@@ -293,22 +293,15 @@ impl Prep {
         h.write_u64(fold(a.addr));
         h.write_u64(fold(b.addr));
         h.write_u64((u64::from(ports) << 16) | u64::from(meta));
-        // Selects rather than a match: with node addresses known, directions alternate at
-        // random from packet to packet and a branch on them is mispredicted half the time.
-        let unknown = p.dir.is_none();
-        let first_out = p.dir != Some(Direction::In);
-        let first = if first_out { out } else { inb };
         Self {
             a: a.addr,
             b: b.addr,
             ports,
             meta,
             hash: h.finish(),
-            first,
-            first_out,
-            unknown,
-            second: inb,
+            ..Self::default()
         }
+        .oriented(out, inb, p.dir)
     }
 
     /// [`Prep::new_any`] for two IPv4 ends (32-bit addresses): the same order, hash and
@@ -330,19 +323,30 @@ impl Prep {
         h.write_u64(a);
         h.write_u64(b);
         h.write_u64((u64::from(ports) << 16) | u64::from(meta));
-        let unknown = p.dir.is_none();
-        let first_out = p.dir != Some(Direction::In);
-        let first = if first_out { out } else { inb };
         Self {
             a: u128::from(a),
             b: u128::from(b),
             ports,
             meta,
             hash: h.finish(),
-            first,
+            ..Self::default()
+        }
+        .oriented(out, inb, p.dir)
+    }
+
+    /// Sets the orientations to look for: `out` / `inb` are the orientations in which the
+    /// local end is the source / the destination, `dir` the packet's direction if known.
+    #[inline(always)]
+    fn oriented(self, out: u16, inb: u16, dir: Option<Direction>) -> Self {
+        // Selects rather than a match: with node addresses known, directions alternate at
+        // random from packet to packet and a branch on them is mispredicted half the time.
+        let first_out = dir != Some(Direction::In);
+        Self {
+            first: if first_out { out } else { inb },
             first_out,
-            unknown,
+            unknown: dir.is_none(),
             second: inb,
+            ..self
         }
     }
 
