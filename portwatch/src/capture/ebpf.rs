@@ -1399,6 +1399,22 @@ mod tests {
 
     const OFF: MonotonicOffset = MonotonicOffset { offset: 0 };
 
+    /// A drained IPv4 UDP flow to local port 53 with `packets` inbound packets.
+    fn udp53_flow(packets: u64) -> (KFlowKey, FlowValue) {
+        (
+            KFlowKey {
+                proto: 17,
+                family: common::FAMILY_V4,
+                local_port: 53,
+                ..KFlowKey::default()
+            },
+            FlowValue {
+                packets_in: packets,
+                ..FlowValue::default()
+            },
+        )
+    }
+
     fn udp53(s: &Snapshot) -> u64 {
         s.ports
             .iter()
@@ -1545,18 +1561,7 @@ mod tests {
     #[test]
     fn drained_flows_are_handed_out_once() {
         let mut kernel = FakeMaps::new(7);
-        kernel.flows.push((
-            KFlowKey {
-                proto: 17,
-                family: common::FAMILY_V4,
-                local_port: 53,
-                ..KFlowKey::default()
-            },
-            FlowValue {
-                packets_in: 1,
-                ..FlowValue::default()
-            },
-        ));
+        kernel.flows.push(udp53_flow(1));
         let mut c = Collector::new(kernel, Box::new(MemStore::default()), true, None).unwrap();
         assert_eq!(c.collect(1, &OFF).unwrap().flows.len(), 1);
         assert!(c.collect(2, &OFF).unwrap().flows.is_empty());
@@ -1567,18 +1572,7 @@ mod tests {
         let mut kernel = FakeMaps::new(7);
         kernel.packets(53, 3);
         // What the cache and the map gave before the map's drain failed.
-        kernel.flows.push((
-            KFlowKey {
-                proto: 17,
-                family: common::FAMILY_V4,
-                local_port: 53,
-                ..KFlowKey::default()
-            },
-            FlowValue {
-                packets_in: 3,
-                ..FlowValue::default()
-            },
-        ));
+        kernel.flows.push(udp53_flow(3));
         kernel.drain_errors = 1;
         let mut c = Collector::new(kernel, Box::new(MemStore::default()), true, None).unwrap();
         let s = c.collect(1, &OFF).unwrap();

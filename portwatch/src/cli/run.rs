@@ -55,7 +55,8 @@ pub struct RunArgs {
     /// eBPF: flow-cache slots per bank and CPU (rounded up to a power of two, 1 to 16,777,216;
     /// two banks of 104 bytes per slot and CPU). Default: sized for the possible CPUs within
     /// 32 MiB (16,384 on up to 8 CPUs, 2,048 on 64, at least 1,024); the log says which.
-    /// Flow detail per interval holds up to flow-capacity + this x CPUs flows.
+    /// The cache and the flow map together can drain more than flow-capacity flows in an
+    /// interval; the agent keeps the flow-capacity seen first and counts the rest as dropped.
     #[arg(long, value_name = "N")]
     pub flow_cache_slots: Option<u32>,
     /// bpffs directory for the pinned maps (eBPF backend).

@@ -288,20 +288,7 @@ impl Prep {
         let inb = if d_le_s { LOCAL_IS_A } else { 0 };
         let meta = u16::from(p.proto) | (u16::from(a.v6) << 8) | (u16::from(b.v6) << 9);
         let ports = (u32::from(a.port) << 16) | u32::from(b.port);
-        let fold = |x: u128| (x as u64) ^ ((x >> 64) as u64).rotate_left(29);
-        let mut h = hasher.build_hasher();
-        h.write_u64(fold(a.addr));
-        h.write_u64(fold(b.addr));
-        h.write_u64((u64::from(ports) << 16) | u64::from(meta));
-        Self {
-            a: a.addr,
-            b: b.addr,
-            ports,
-            meta,
-            hash: h.finish(),
-            ..Self::default()
-        }
-        .oriented(out, inb, p.dir)
+        Self::keyed(hasher, a.addr, b.addr, ports, meta).oriented(out, inb, p.dir)
     }
 
     /// [`Prep::new_any`] for two IPv4 ends (32-bit addresses): the same order, hash and
@@ -319,19 +306,20 @@ impl Prep {
         let meta = u16::from(p.proto);
         let ports = (((ka & 0xffff) as u32) << 16) | (kb & 0xffff) as u32;
         let (a, b) = (ka >> 16, kb >> 16);
-        let mut h = hasher.build_hasher();
-        h.write_u64(a);
-        h.write_u64(b);
-        h.write_u64((u64::from(ports) << 16) | u64::from(meta));
+        Self::keyed(hasher, a.into(), b.into(), ports, meta).oriented(out, inb, p.dir)
+    }
+
+    /// The canonical key `a`, `b`, `ports`, `meta` (without `LOCAL_IS_A`), hashed.
+    #[inline(always)]
+    fn keyed(hasher: &Hasher, a: u128, b: u128, ports: u32, meta: u16) -> Self {
         Self {
-            a: u128::from(a),
-            b: u128::from(b),
+            a,
+            b,
             ports,
             meta,
-            hash: h.finish(),
+            hash: key_hash(hasher, a, b, ports, meta),
             ..Self::default()
         }
-        .oriented(out, inb, p.dir)
     }
 
     /// Sets the orientations to look for: `out` / `inb` are the orientations in which the
@@ -379,6 +367,18 @@ enum Probe {
         out: bool,
         other: Option<usize>,
     },
+}
+
+/// The hash of a canonical flow key: what a packet is looked up by ([`Prep`]) and what
+/// [`FlowTable::grow`] re-places an entry by. An IPv4 address (below 2^32) folds to itself.
+#[inline(always)]
+fn key_hash(hasher: &Hasher, a: u128, b: u128, ports: u32, meta: u16) -> u64 {
+    let fold = |x: u128| (x as u64) ^ ((x >> 64) as u64).rotate_left(29);
+    let mut h = hasher.build_hasher();
+    h.write_u64(fold(a));
+    h.write_u64(fold(b));
+    h.write_u64((u64::from(ports) << 16) | u64::from(meta));
+    h.finish()
 }
 
 /// Hints the CPU to bring `p`'s cache line closer. Never faults, whatever the address.
@@ -714,12 +714,7 @@ impl FlowTable {
     }
 
     fn rehash(&self, e: &Entry) -> u64 {
-        let fold = |x: u128| (x as u64) ^ ((x >> 64) as u64).rotate_left(29);
-        let mut h = self.hasher.build_hasher();
-        h.write_u64(fold(e.a));
-        h.write_u64(fold(e.b));
-        h.write_u64((u64::from(e.ports) << 16) | u64::from(e.meta & !LOCAL_IS_A));
-        h.finish()
+        key_hash(&self.hasher, e.a, e.b, e.ports, e.meta & !LOCAL_IS_A)
     }
 
     /// A packet of a flow the table had no room for: straight into the totals.
